@@ -1,6 +1,6 @@
 """Phantom generation speed against DeepLabV3+ ResNet18 training speed, same process, same device, 320x320.
 
-Usage: python benchmarks/bench_phantom.py [--device cpu|cuda] [--batch 16] [--size 320]
+Usage: python benchmarks/bench_phantom.py [--device cpu|cuda] [--batch 16] [--size 320] [--threads N]
 Prints both speeds in images per second and RATIO = generation / training (above 1: data is not the bottleneck).
 """
 import argparse, time
@@ -30,7 +30,9 @@ def main():
     p.add_argument('--train_batch', type=int, default=None, help='default: 4 on the CPU, 16 on CUDA')
     p.add_argument('--size', type=int, default=320)
     p.add_argument('--repeats', type=int, default=None)
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
     a = p.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     device = get_device(a.device)
     cuda = device.type == 'cuda'
     gen_batch, train_batch = a.batch or (256 if cuda else 16), a.train_batch or (16 if cuda else 4)

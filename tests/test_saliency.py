@@ -76,14 +76,14 @@ def test_closed_form_equals_batched_autograd(arch):
 
 # ---------------------------------------------------------------- weak masks
 
-@pytest.mark.parametrize('seed', [0, 1, 2])
-def test_threshold_tuning_equals_brute_force(seed):
+@pytest.mark.parametrize('seed,normalise', [(0, True), (1, True), (2, False)])
+def test_threshold_tuning_equals_brute_force(seed, normalise):
     g = torch.Generator().manual_seed(seed)
-    maps = torch.rand(7, 10, 5, 5, generator=g)
+    maps = torch.rand(7, 10, 5, 5, generator=g) if normalise else torch.rand(7, 10, 40, 40, generator=g)
     masks = (torch.rand(7, 10, 40, 40, generator=g) < torch.rand(7, 10, 1, 1, generator=g)).to(torch.uint8)
     masks[:, 4] = 0; masks[0, 4, :10] = 1          # one pathology with a single positive image
-    chosen, curve = tune_thresholds(maps, masks)
-    up = upsample_maps(maps, 40)
+    chosen, curve = tune_thresholds(maps, masks, normalise=normalise)
+    up = upsample_maps(maps, 40) if normalise else maps
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)      # nanmean of all-NaN columns
         brute = np.stack([np.nanmean(iou_masks(masks, up > t), 0) for t in THRESHOLD_GRID], 1)

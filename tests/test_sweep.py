@@ -1,0 +1,15 @@
+"The p-sweep driver end to end at smoke scale: papermill runs 04_semi, the figures and tables come out."
+import pandas as pd
+from chexseg.sweep import run_sweep
+
+
+def test_smoke_sweep(tmp_path):
+    res = run_sweep(ps=[0, 1], sources=['cam'], scale='smoke', figures=tmp_path/'figures', root=tmp_path/'runs')
+    assert set(res.p) == {0.0, 1.0}
+    out = tmp_path/'figures'/'smoke'
+    for name in ('figure2.png', 'figure2.svg', 'table1.csv', 'table1.md', 'sweep_results.csv', 'sweep.json'):
+        assert (out/name).exists(), name
+    t1 = pd.read_csv(out/'table1.csv')
+    assert len(t1) == 2 and t1.mIoU.between(0, 1).all()
+    executed = list((tmp_path/'runs'/'sweep'/'smoke'/'notebooks').glob('*.ipynb'))
+    assert len(executed) == 2
