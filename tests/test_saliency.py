@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 from chexseg.core import CHEXPERT_LABELS, PATHOLOGIES, CheckpointError, save_weights
 from chexseg.classifier import Classifier, load_classifier, save_classifier, train_classifier
 from chexseg.metrics import iou_masks
-from chexseg.saliency import (THRESHOLD_GRID, WeakMaskRule, gradcam, otsu_masks, reference_gradcam, tune_thresholds,
-                              upsample_maps, weak_masks, weak_segmentation)
+from chexseg.saliency import (THRESHOLD_GRID, WeakMaskDataset, WeakMaskRule, gradcam, otsu_masks, reference_gradcam,
+                              saliency_maps, tune_thresholds, upsample_maps, weak_masks, weak_segmentation)
 
 
 class Disks(Dataset):
@@ -113,6 +113,22 @@ def test_weak_masks_cached_and_written(tmp_path):
     seg = weak_segmentation(weak)
     assert sorted(seg) == ['disk0', 'disk1', 'disk2'] and set(seg['disk0']) == set(PATHOLOGIES)
     assert seg['disk0']['Cardiomegaly']['size'] == [64, 64]
+
+
+def test_weak_segmentation_at_original_resolution(tmp_path):
+    "A letterboxed dataset (non-square images) gets its weak masks back at each image's own size."
+    from chexseg.data import FolderDataset, write_folder_dataset
+    rng = np.random.default_rng(0)
+    shapes = {'wide': (48, 80), 'tall': (90, 60)}
+    write_folder_dataset(tmp_path/'data', {k: rng.random(s).astype(np.float32) for k, s in shapes.items()})
+    ds = FolderDataset(tmp_path/'data', size=64)
+    clf = tmp_path/'clf.safetensors'
+    torch.manual_seed(0); save_classifier(Classifier('resnet18'), clf)
+    rule = WeakMaskRule('threshold', [0.5] * 10)
+    weak = WeakMaskDataset(ds, saliency_maps(clf, ds, tmp_path, {'kind': 'folder', 'root': str(tmp_path/'data')}), rule)
+    seg = weak_segmentation(weak)
+    for cxr_id, shape in shapes.items():
+        assert {tuple(r['size']) for r in seg[cxr_id].values()} == {shape}
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -1,0 +1,56 @@
+"CheXseg's semi-supervised pieces: exact-p mixing, the Dice loss, output thresholds, and early errors."
+import numpy as np, pytest, torch
+from chexseg.semi import (MaskSet, MixedDataset, soft_dice_loss, tune_output_thresholds, experiment_config,
+                          build_segmenter, init_encoder)
+
+
+def sets():
+    e = MaskSet(torch.zeros(4, 1, 8, 8), torch.ones(4, 10, 8, 8))
+    w = MaskSet(torch.zeros(6, 1, 8, 8), torch.zeros(6, 10, 8, 8))
+    return e, w
+
+
+@pytest.mark.parametrize('p', [0.0, 0.3, 0.6, 0.7, 0.85, 1.0])
+def test_realised_expert_fraction_matches_p(p):
+    e, w = sets()
+    mix = MixedDataset(e, w, p, seed=5)
+    n = 20_000
+    frac = np.mean([mix.source(k) == 'expert' for k in range(n)])
+    assert abs(frac - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-12
+
+
+def test_items_come_from_the_drawn_source():
+    e, w = sets()
+    mix = MixedDataset(e, w, 0.5, length=50, seed=2)
+    for k in range(50):
+        item = mix[k]
+        assert item['is_expert'] == bool(item['mask'].max() == 1) == (mix.source(k) == 'expert')
+
+
+def test_dice_loss_on_hand_made_masks():
+    target = torch.zeros(1, 2, 2, 2); target[0, 0, 0, 0] = 1
+    logits = torch.full((1, 2, 2, 2), -30.); logits[0, 0, 0, :] = 30.   # class 0: 2 predicted, 1 true, 1 overlap
+    # class 0 dice (2*1+1)/(2+1+1) = 0.75; class 1 empty and predicted empty: (0+1)/(0+0+1) = 1
+    assert soft_dice_loss(logits, target).item() == pytest.approx(1 - (0.75 + 1) / 2, abs=1e-6)
+
+
+def test_output_thresholds_pick_the_best_grid_value():
+    masks = torch.zeros(3, 10, 16, 16, dtype=torch.uint8); masks[:, :, 4:12, 4:12] = 1
+    probs = torch.full((3, 10, 16, 16), 0.1); probs[:, :, 2:14, 2:14] = 0.22; probs[:, :, 4:12, 4:12] = 0.6
+    probs[0, 3, 5, 5] = 0.4   # one true pixel of one class is less sure: only thresholds below 0.4 keep it
+    t = tune_output_thresholds(probs, masks)
+    # thresholds in [0.25, 0.4) reproduce the truth exactly; 0.25 is the first such grid value
+    assert np.allclose(t, 0.25)
+    assert torch.equal((probs > torch.tensor(t, dtype=torch.float32)[:, None, None]).to(torch.uint8), masks)
+
+
+@pytest.mark.parametrize('kw,msg', [(dict(p=-0.1), 'p must lie in [0, 1]'), (dict(p=1.01), 'p must lie in [0, 1]'),
+                                    (dict(weak_source='gradcam'), 'Unknown weak source'),
+                                    (dict(encoder_init='imagenet21k'), 'Unknown encoder initialisation'),
+                                    (dict(steps=0), 'steps must be at least 1'), (dict(stepz=3), 'Unknown setting')])
+def test_bad_settings_fail_before_any_work(kw, msg):
+    with pytest.raises(ValueError, match=msg.replace('[', r'\[').replace(']', r'\]')): experiment_config('smoke', **kw)
+
+
+def test_unknown_encoder_is_refused():
+    with pytest.raises(ValueError, match='Unknown encoder'): build_segmenter('resnet7')
