@@ -54,3 +54,12 @@ def test_bad_settings_fail_before_any_work(kw, msg):
 
 def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match='Unknown encoder'): build_segmenter('resnet7')
+
+
+def test_train_segmenter_cli_smoke(tmp_path, capsys):
+    from chexseg.semi import chexseg_train_segmenter
+    from chexseg.core import load_weights
+    chexseg_train_segmenter(['--scale', 'smoke', '--p', '0.5', '--root', str(tmp_path), '--device', 'cpu'])
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    sd, meta = load_weights(path, arch='deeplabv3plus-resnet18')
+    assert len(meta['losses']) == 2 and meta['init'] == 'chexpert'

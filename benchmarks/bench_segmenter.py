@@ -1,0 +1,57 @@
+"""Segmenter training throughput: the project's loop (phantom data rendered per batch, mixing, Dice loss, Adam step
+through chexseg.train.fit) against the bare model step on device-resident random tensors, in the same process.
+
+Goal on a GPU: the loop reaches >= 90% of the bare step (the input pipeline never starves the GPU).
+Usage: python benchmarks/bench_segmenter.py [--size 320] [--batch 16] [--steps 20]"""
+import argparse, time
+import torch
+from chexseg.core import autocast, device_name, get_device, to_device
+from chexseg.phantom import PhantomDataset
+from chexseg.semi import MixedDataset, build_segmenter, dice_step, soft_dice_loss
+from chexseg.train import fit
+
+
+def bare_steps(model, device, size, batch, steps):
+    "Images per second of forward + Dice + backward + Adam on one fixed random batch already on the device."
+    x = torch.rand(batch, 1, size, size, device=device); y = (torch.rand(batch, 10, size, size, device=device) > .9).float()
+    if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    def step():
+        with autocast(device): loss = soft_dice_loss(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    step(); sync(device)
+    t = time.perf_counter()
+    for _ in range(steps): step()
+    sync(device)
+    return batch * steps / (time.perf_counter() - t)
+
+
+def loop_steps(model, device, size, batch, steps):
+    "Images per second of chexseg.train.fit on phantom expert/weak-mixed data generated on the device."
+    expert = PhantomDataset(4096, size=size, seed=0, start=0, device=device)
+    weak = PhantomDataset(4096, size=size, seed=0, start=10_000, device=device)
+    data = MixedDataset(expert, weak, 0.9, length=8192)
+    fit(model, data, dice_step, steps=1, batch_size=batch, lr=1e-3, device=device)   # warm-up
+    sync(device); t = time.perf_counter()
+    fit(model, data, dice_step, steps=steps, batch_size=batch, lr=1e-3, device=device, seed=1)
+    sync(device)
+    return batch * steps / (time.perf_counter() - t)
+
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize()
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(); ap.add_argument('--size', type=int, nargs='+', default=None)
+    ap.add_argument('--batch', type=int, default=16); ap.add_argument('--steps', type=int, default=None)
+    a = ap.parse_args(); device = get_device()
+    sizes = a.size or ([320, 512] if device.type == 'cuda' else [128])
+    steps = a.steps or (30 if device.type == 'cuda' else 3)
+    print(f"device: {device_name(device)}, torch {torch.__version__}, batch {a.batch}, {steps} steps")
+    for size in sizes:
+        torch.manual_seed(0)
+        bare = bare_steps(to_device(build_segmenter(), device), device, size, a.batch, steps)
+        loop = loop_steps(build_segmenter(), device, size, a.batch, steps)
+        print(f"{size}px: bare step {bare:.1f} img/s, chexseg loop {loop:.1f} img/s")
+        print(f"RATIO: {loop / bare:.3f}  (loop / bare at {size}px; goal >= 0.9 on a GPU)")
