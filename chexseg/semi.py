@@ -99,6 +99,17 @@ class MaskSet(Dataset):
         self.ids = list(ids) if ids is not None else [str(i) for i in range(len(images))]
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return {'id': self.ids[i], 'image': self.images[i], 'mask': self.masks[i]}
+    def get_batch(self, indices: torch.Tensor, device) -> dict:
+        "Items `indices` gathered in one indexing operation where the tensors live, then moved to `device`."
+        idx = torch.as_tensor(indices).to(self.images.device)
+        return {'id': [self.ids[i] for i in idx.tolist()], 'image': self.images[idx].to(device), 'mask': self.masks[idx].to(device)}
+    def select(self, rows) -> 'MaskSet':
+        "The items `rows` as a new `MaskSet` (same device)."
+        rows = list(rows)
+        return MaskSet(self.images[rows], self.masks[rows], [self.ids[i] for i in rows])
+    def to(self, device) -> 'MaskSet':
+        "This set with its tensors on `device` (on a GPU, training then never copies data from the host)."
+        return MaskSet(self.images.to(device), self.masks.to(device), self.ids)
 
 class MixedDataset(Dataset):
     "Item `k` (id, image, mask, is_expert) comes from `expert` with probability exactly `p`, else from `weak`; an epoch has `length` items."
@@ -113,12 +124,28 @@ class MixedDataset(Dataset):
         "'expert' or 'weak': the draw for position `k`."
         u = torch.rand(1, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + k)).item()
         return 'expert' if u < self.p else 'weak'
+    def row(self, k: int, pool: Dataset) -> int:
+        "The item of `pool` that position `k` takes."
+        return torch.randint(len(pool), (1,), generator=torch.Generator().manual_seed(self.seed * 999_983 + k + 1)).item()
     def __getitem__(self, k):
         src = self.source(k)
         pool = self.expert if src == 'expert' else self.weak
-        j = torch.randint(len(pool), (1,), generator=torch.Generator().manual_seed(self.seed * 999_983 + k + 1)).item()
-        item = pool[j]
+        item = pool[self.row(k, pool)]
         return {'id': item['id'], 'image': item['image'], 'mask': torch.as_tensor(item['mask']), 'is_expert': src == 'expert'}
+    def get_batch(self, indices: torch.Tensor, device) -> dict:
+        "Items `indices` (the same draws as `__getitem__`) with each pool's part fetched in one batch, in order."
+        ks = torch.as_tensor(indices).tolist()
+        expert = torch.tensor([self.source(k) == 'expert' for k in ks])
+        parts, order = [], []
+        for flag, pool in ((True, self.expert), (False, self.weak)):
+            sel = (expert == flag).nonzero().flatten()
+            if len(sel) == 0: continue
+            parts.append(get_batch(pool, torch.tensor([self.row(ks[i], pool) for i in sel.tolist()]), device)); order.append(sel)
+        inverse = torch.cat(order).argsort()
+        ids = [i for b in parts for i in b['id']]
+        return {'id': [ids[i] for i in inverse.tolist()], 'image': torch.cat([b['image'] for b in parts])[inverse.to(device)],
+                'mask': torch.cat([torch.as_tensor(b['mask']) for b in parts])[inverse.to(device)],
+                'is_expert': expert.to(device)}
 
 # %% ../nbs/04_semi.ipynb #5c93dffb
 def segmenter_arch(encoder: str) -> str: return f'deeplabv3plus-{encoder}'
@@ -167,6 +194,8 @@ def tune_output_thresholds(probs: torch.Tensor, masks: torch.Tensor, grid=THRESH
 SCALES = {
     'paper': dict(size=320, n_classifier=20_000, classifier_epochs=3, n_expert=200, n_weak=100, n_val=100, n_test=500,
                   trials=3, steps=1500, batch_size=8, lr=1e-3, n_boot=1000),
+    'gpu':   dict(size=320, n_classifier=10_000, classifier_epochs=2, n_expert=200, n_weak=100, n_val=100, n_test=500,
+                  trials=3, steps=600, batch_size=8, lr=1e-3, n_boot=1000),
     'cpu':   dict(size=128, n_classifier=1_000, classifier_epochs=1, classifier_arch='resnet18', n_expert=200, n_weak=100,
                   n_val=50, n_test=100, trials=3, steps=100, batch_size=8, lr=1e-3, n_boot=1000),
     'smoke': dict(size=64, n_classifier=24, classifier_epochs=1, classifier_arch='resnet18', n_expert=8, n_weak=4,
@@ -174,10 +203,10 @@ SCALES = {
 }
 
 def resolve_scale(scale: str = 'auto', device=None) -> str:
-    "The scale to run: `scale` itself, or for 'auto' 'smoke' under nbdev_test, 'paper' on CUDA and 'cpu' otherwise."
+    "The scale to run: `scale` itself, or for 'auto' 'smoke' under nbdev_test, 'gpu' on CUDA and 'cpu' otherwise."
     if scale != 'auto': return check_choice(scale, tuple(SCALES), 'scale')
     if in_test(): return 'smoke'
-    return 'paper' if get_device(device).type == 'cuda' else 'cpu'
+    return 'gpu' if get_device(device).type == 'cuda' else 'cpu'
 
 def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     "The settings of a run: the sizes of `scale` with `overrides` (those not None) applied, checked."
@@ -206,12 +235,12 @@ def phantom_splits(cfg: dict) -> dict:
                 test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
-def stack_split(dataset: Dataset, batch_size: int = 64) -> dict:
-    "All items of `dataset` collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
-    ids, images, masks = [], [], []
+def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
+    "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
+    ids, images, masks, device = [], [], [], get_device(device)
     for s in range(0, len(dataset), batch_size):
-        b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), torch.device('cpu'))
-        ids += list(b['id']); images.append(b['image'].float()); masks.append(b['mask'].to(torch.uint8))
+        b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
+        ids += list(b['id']); images.append(b['image'].float().cpu()); masks.append(b['mask'].to(torch.uint8).cpu())
     return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
 
 def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
@@ -248,8 +277,8 @@ def real_splits(cfg: dict) -> dict:
 def weak_subset(weak: Dataset | None, cfg: dict, trial: int) -> Dataset | None:
     "The weak masks of trial `trial`: the `trial`-th block of `n_weak` images of the weak pool."
     if weak is None: return None
-    n = cfg['n_weak']
-    return Subset(weak, range(trial * n, (trial + 1) * n))
+    rows = range(trial * cfg['n_weak'], (trial + 1) * cfg['n_weak'])
+    return weak.select(rows) if isinstance(weak, MaskSet) else Subset(weak, rows)
 
 def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
     "Everything that determines the segmenter of `trial`: the cache key of its run directory."
@@ -267,9 +296,9 @@ def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: i
     table = pd.DataFrame(iou_masks(test['masks'], pred), index=test['ids'], columns=list(PATHOLOGIES))
     return dict(table=table, summary=bootstrap_miou(table, n=n_boot, seed=seed), thresholds=thresholds, pred=pred)
 
-def in_memory(dataset: Dataset | None) -> MaskSet | None:
-    "`dataset`'s images and masks rendered or read once into a `MaskSet` (training then never waits for data)."
-    return None if dataset is None else MaskSet(**stack_split(dataset))
+def in_memory(dataset: Dataset | None, device=None) -> MaskSet | None:
+    "`dataset`'s images and masks rendered or read once into a `MaskSet` on `device` (training then never waits for data)."
+    return None if dataset is None else MaskSet(**stack_split(dataset, device=device)).to(get_device(device))
 
 def run_trial(cfg: dict, up: dict, trial: int, root: str | Path, val: dict, test: dict, device=None) -> dict:
     "Train (or load) the segmenter of `trial` and evaluate it."
@@ -294,8 +323,8 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
     "Run all trials of the CheXseg experiment `cfg`; write and return the results table."
     t0 = time.perf_counter(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
-    up.update(expert_set=in_memory(up['datasets']['expert']), weak_set=in_memory(up['weak']))
-    val, test = stack_split(up['datasets']['val']), stack_split(up['datasets']['test'])
+    up.update(expert_set=in_memory(up['datasets']['expert'], device), weak_set=in_memory(up['weak'], device))
+    val, test = stack_split(up['datasets']['val'], device=device), stack_split(up['datasets']['test'], device=device)
     results = [run_trial(cfg, up, t, root, val, test, device) for t in range(cfg['trials'])]
     table = pd.concat([summary_rows(r, cfg) for r in results], ignore_index=True)
     if out_dir is not None:
@@ -324,7 +353,7 @@ def chexseg_train_segmenter(argv=None):
                             encoder_init=a.encoder_init, data_root=a.data_root)
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
     up = prepare_upstream(cfg, a.root, a.device)
-    up.update(expert_set=in_memory(up['datasets']['expert']), weak_set=in_memory(up['weak']))
+    up.update(expert_set=in_memory(up['datasets']['expert'], a.device), weak_set=in_memory(up['weak'], a.device))
     out = run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))
     mix = MixedDataset(up['expert_set'], weak_subset(up['weak_set'], cfg, a.trial), cfg['p'],
                        length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + a.trial)

@@ -73,16 +73,21 @@ def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: i
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     net.train()
     bar = tqdm(total=steps, initial=step, desc=desc, disable=in_test() or not is_main_process(), leave=False)
-    t0, n_seen = time.perf_counter(), 0
+    t0, n_seen, pending = time.perf_counter(), 0, []     # losses stay on the device until a flush: no sync per step
+    def flush():
+        if pending: losses.extend(torch.stack(pending).float().tolist()); pending.clear()
+        bar.set_postfix(loss=f'{losses[-1]:.4f}' if losses else '-', img_s=f'{n_seen / (time.perf_counter() - t0):.1f}')
     while step < steps:
         for g in opt.param_groups: g['lr'] = lr_at(step) if lr_at else lr
         batch = get_batch(dataset, step_indices(step, len(dataset), batch_size, seed, rank, world), device)
         with autocast(device): loss = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        losses.append(loss.item()); step += 1; n_seen += batch_size
-        bar.update(1); bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{n_seen / (time.perf_counter() - t0):.1f}')
-        if state_path is not None and (step % ckpt_every == 0 or step == steps) and is_main_process():
+        pending.append(loss.detach()); step += 1; n_seen += batch_size
+        bar.update(1)
+        checkpoint = state_path is not None and (step % ckpt_every == 0 or step == steps) and is_main_process()
+        if checkpoint or step % 20 == 0: flush()
+        if checkpoint:
             save_state({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step, 'losses': losses}, state_path)
         if stop_after is not None and step >= stop_after: break
-    bar.close()
+    flush(); bar.close()
     return losses
