@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, chexpert_name, seed_everything, get_device,
                           autocast, to_device, in_test, save_weights, load_weights, run_dir, write_json)
-from .train import fit, get_batch, is_main_process
+from .train import fit, get_batch, is_main_process, on_device_if_cuda
 
 # %% auto #0
 __all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'Classifier', 'label_columns', 'pathology_rows',
@@ -140,7 +140,8 @@ def train_classifier(dataset: Dataset, root: str | Path, data: dict, arch: str =
     seed_everything(seed)
     model = Classifier(arch, LABEL_SETS[labels])
     columns = label_columns(model.class_names)
-    losses = fit(BatchNormGroups(model, bn_batch), dataset, partial(classifier_loss, columns=columns), steps=steps,
+    data_ = on_device_if_cuda(dataset, ('image', 'labels', 'label_weights'), device)
+    losses = fit(BatchNormGroups(model, bn_batch), data_, partial(classifier_loss, columns=columns), steps=steps,
                  batch_size=batch_size, lr=lr, out_dir=out, seed=seed, device=device, ckpt_every=ckpt_every,
                  desc=f'classifier {arch}')
     if is_main_process():

@@ -304,7 +304,7 @@ def irnet_losses(boundary_logits: torch.Tensor, displacement: torch.Tensor, labe
 from .classifier import label_columns
 from .saliency import Maps, WeakMaskDataset, WeakMaskRule, THRESHOLD_GRID, expert_masks, file_key, \
     saliency_maps, tune_rule, upsample_maps
-from .train import fit, get_batch, is_main_process
+from .train import fit, get_batch, is_main_process, on_device_if_cuda
 
 class CamDataset(torch.utils.data.Dataset):
     "Images [N,1,S,S] in [0,1], CAMs [N,C,h,w] in [0,1] and positive flags [N,C] as IRNet items."
@@ -425,7 +425,8 @@ def irnet_weights(classifier: str | Path, dataset: torch.utils.data.Dataset, dat
                   batch_size: int = 16, device=None, **train_settings) -> Path:
     "The weights of IRNet trained on the Grad-CAM maps of `classifier` on `dataset` (described by `data`); cached."
     cams = saliency_maps(classifier, dataset, root, data, device=device)
-    return train_irnet(SaliencyCamDataset(dataset, cams), root, {'classifier': file_key(classifier), 'data': data},
+    items = on_device_if_cuda(SaliencyCamDataset(dataset, cams), ('image', 'cam', 'positive'), device)
+    return train_irnet(items, root, {'classifier': file_key(classifier), 'data': data},
                        batch_size=batch_size, device=device, **train_settings)
 
 def irnet_maps(classifier: str | Path, dataset: torch.utils.data.Dataset, data: dict, root: str | Path,

@@ -119,6 +119,8 @@ class MixedDataset(Dataset):
         if self.p < 1 and (weak is None or len(weak) == 0): raise ValueError(f"p={p} needs weak samples, got none")
         self.expert, self.weak, self.seed = expert, weak, seed
         self.length = length or len(expert if self.p > 0 else weak)
+        self.is_expert = torch.tensor([self.source(k) == 'expert' for k in range(self.length)])   # all draws, made once
+        self.rows = torch.tensor([self.row(k, self.expert if e else self.weak) for k, e in enumerate(self.is_expert.tolist())])
     def __len__(self): return self.length
     def source(self, k: int) -> str:
         "'expert' or 'weak': the draw for position `k`."
@@ -134,13 +136,13 @@ class MixedDataset(Dataset):
         return {'id': item['id'], 'image': item['image'], 'mask': torch.as_tensor(item['mask']), 'is_expert': src == 'expert'}
     def get_batch(self, indices: torch.Tensor, device) -> dict:
         "Items `indices` (the same draws as `__getitem__`) with each pool's part fetched in one batch, in order."
-        ks = torch.as_tensor(indices).tolist()
-        expert = torch.tensor([self.source(k) == 'expert' for k in ks])
+        ks = torch.as_tensor(indices).cpu()
+        expert, rows = self.is_expert[ks], self.rows[ks]
         parts, order = [], []
         for flag, pool in ((True, self.expert), (False, self.weak)):
             sel = (expert == flag).nonzero().flatten()
             if len(sel) == 0: continue
-            parts.append(get_batch(pool, torch.tensor([self.row(ks[i], pool) for i in sel.tolist()]), device)); order.append(sel)
+            parts.append(get_batch(pool, rows[sel], device)); order.append(sel)
         inverse = torch.cat(order).argsort()
         ids = [i for b in parts for i in b['id']]
         return {'id': [ids[i] for i in inverse.tolist()], 'image': torch.cat([b['image'] for b in parts])[inverse.to(device)],
@@ -194,8 +196,8 @@ def tune_output_thresholds(probs: torch.Tensor, masks: torch.Tensor, grid=THRESH
 SCALES = {
     'paper': dict(size=320, n_classifier=20_000, classifier_epochs=3, n_expert=200, n_weak=100, n_val=100, n_test=500,
                   trials=3, steps=1500, batch_size=8, lr=1e-3, n_boot=1000),
-    'gpu':   dict(size=320, n_classifier=10_000, classifier_epochs=2, n_expert=200, n_weak=100, n_val=100, n_test=500,
-                  trials=3, steps=600, batch_size=8, lr=1e-3, n_boot=1000),
+    'gpu':   dict(size=320, n_classifier=6_000, classifier_epochs=2, n_expert=200, n_weak=100, n_val=100, n_test=500,
+                  trials=3, steps=300, batch_size=8, lr=1e-3, n_boot=1000),
     'cpu':   dict(size=128, n_classifier=1_000, classifier_epochs=1, classifier_arch='resnet18', n_expert=200, n_weak=100,
                   n_val=50, n_test=100, trials=3, steps=100, batch_size=8, lr=1e-3, n_boot=1000),
     'smoke': dict(size=64, n_classifier=24, classifier_epochs=1, classifier_arch='resnet18', n_expert=8, n_weak=4,
@@ -235,7 +237,7 @@ def phantom_splits(cfg: dict) -> dict:
                 test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
-def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
+def stack_split(dataset: Dataset, batch_size: int = 256, device=None) -> dict:
     "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
     ids, images, masks, device = [], [], [], get_device(device)
     for s in range(0, len(dataset), batch_size):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .core import autocast, get_device, in_test, load_state, save_state, save_weights, to_device
 
 # %% auto #0
-__all__ = ['step_indices', 'get_batch', 'init_distributed', 'is_main_process', 'fit']
+__all__ = ['step_indices', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process', 'fit']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -36,6 +36,25 @@ def get_batch(dataset: Dataset, indices: torch.Tensor, device: torch.device) -> 
     if hasattr(dataset, 'get_batch'): batch = dataset.get_batch(indices, device=device)
     else: batch = default_collate([dataset[int(i)] for i in indices])
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+# %% ../nbs/00a_train.ipynb #e6b439ce
+class Prerendered(Dataset):
+    "The fields `keys` of every item of `dataset`, fetched once in chunks of `chunk` and kept on `device`."
+    def __init__(self, dataset: Dataset, keys, device=None, chunk: int = 512):
+        self.device, n = get_device(device), len(dataset)
+        parts = [get_batch(dataset, torch.arange(s, min(s + chunk, n)), self.device) for s in range(0, n, chunk)]
+        self.data = {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(parts[0][k]) else [x for p in parts for x in p[k]]
+                     for k in keys}
+    def __len__(self): return len(next(iter(self.data.values())))
+    def __getitem__(self, i): return {k: v[i] for k, v in self.data.items()}
+    def get_batch(self, indices: torch.Tensor, device) -> dict:
+        "Items `indices`, gathered where they live and moved to `device`."
+        idx = torch.as_tensor(indices)
+        return {k: v[idx.to(self.device)].to(device) if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in self.data.items()}
+
+def on_device_if_cuda(dataset: Dataset, keys, device=None) -> Dataset:
+    "`dataset` as a `Prerendered` set on CUDA, where making items a batch at a time would keep the GPU waiting; else itself."
+    return Prerendered(dataset, keys, device) if get_device(device).type == 'cuda' else dataset
 
 # %% ../nbs/00a_train.ipynb #a383ea21
 def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
