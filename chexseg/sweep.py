@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_sweep.ipynb #b1065441
 from __future__ import annotations
-import argparse, json, time
+import argparse, contextlib, json, os, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +16,8 @@ from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepar
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'sweep_runs', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
-           'markdown_table', 'save_figure', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+           'markdown_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run', 'run_sweep',
+           'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -90,30 +91,58 @@ def save_figure(fig, stem: Path, caption: str):
     for ext in ('png', 'svg'):
         with atomic_write_path(stem.with_suffix(f'.{ext}')) as f: fig.savefig(f, dpi=130)
 
+@contextlib.contextmanager
+def kernel_threads(workers: int):
+    "Give each of `workers` concurrent notebook kernels an equal share of the CPU cores (OMP_NUM_THREADS), restored on exit."
+    old = os.environ.get('OMP_NUM_THREADS')
+    if workers > 1: os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // workers))
+    try: yield
+    finally:
+        if old is None: os.environ.pop('OMP_NUM_THREADS', None)
+        else: os.environ['OMP_NUM_THREADS'] = old
+
+def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings) -> list[tuple[dict, Path]]:
+    "The papermill parameters and output folder of each run of the sweep."
+    base = {k: v for k, v in settings.items() if v is not None}
+    return [(dict(base, p=r['p'], weak_source=r['weak_source'], scale=cfg['scale'], root=str(root), device=device),
+             root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
+
+def try_run(job, executed: Path, cwd: Path) -> Path | str:
+    "Run one sweep job; its results CSV, or the error that stopped it (one failed run must not lose the others)."
+    try: return run_semi_notebook(job[0], job[1], executed, cwd)
+    except Exception as e: return f"p={job[0]['p']} {job[0]['weak_source']}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
-              workers: int = 1, device=None, **settings) -> pd.DataFrame:
-    "Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<scale>`."
+              workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
+    """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<scale>`.
+    With `collect`, run nothing: assemble the outputs from the runs already finished under `root`."""
     t0 = time.perf_counter()
     runs = sweep_runs(ps, sources)
     cfg = experiment_config(scale, device, **settings)
     root, cwd = Path(root).resolve(), semi_notebook().parent
-    for s in sources: prepare_upstream(dict(cfg, p=0.0, weak_source=s), root, device)
-    if cfg['encoder_init'] == 'chexpert' or 1.0 in [r['p'] for r in runs]: prepare_upstream(dict(cfg, p=1.0), root, device)
-    base = {k: v for k, v in settings.items() if v is not None}
-    jobs = [(dict(base, p=r['p'], weak_source=r['weak_source'], scale=cfg['scale'], root=str(root), device=device),
-             root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
+    jobs = sweep_jobs(runs, cfg, root, device, **settings)
     executed = root/'sweep'/cfg['scale']/'notebooks'; executed.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        csvs = list(pool.map(lambda j: run_semi_notebook(j[0], j[1], executed, cwd), jobs))
-    results = pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True)
-    write_sweep_outputs(results, Path(figures)/cfg['scale'], dict(settings=cfg, runs=runs, executed_notebooks=str(executed),
+    if collect: outcomes = [j[1]/'results.csv' if (j[1]/'results.csv').exists() else f"p={j[0]['p']} {j[0]['weak_source']}: not run"
+                            for j in jobs]
+    else:
+        for s in sources: prepare_upstream(dict(cfg, p=0.0, weak_source=s), root, device)
+        if cfg['encoder_init'] == 'chexpert' or 1.0 in [r['p'] for r in runs]: prepare_upstream(dict(cfg, p=1.0), root, device)
+        with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
+            outcomes = list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
+    failed = [o for o in outcomes if isinstance(o, str)]
+    done = [o for o in outcomes if not isinstance(o, str)]
+    if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
+    results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
+    write_sweep_outputs(results, Path(figures)/cfg['scale'], dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
                                                                **provenance(device, time.perf_counter() - t0)))
+    if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
     return results
 
 def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     "Figure 2, table 1 and the stacked results of a sweep, with `meta` as their provenance."
+    missing = f", {len(meta['failed'])} runs missing" if meta.get('failed') else ''
     caption = (f"chexseg p-sweep, scale {meta['settings']['scale']}, {meta['device']}, torch {meta['torch']}, "
-               f"commit {meta['commit']}, {meta['date']}, wall {meta['wall_s']} s")
+               f"commit {meta['commit']}, {meta['date']}, wall {meta['wall_s']} s{missing}")
     save_figure(figure2(results, f"CheXseg on the synthetic phantom ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
     t1 = table1(results)
     with atomic_write_path(out/'table1.csv') as f: t1.to_csv(f)
@@ -131,6 +160,7 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--steps', type=int); ap.add_argument('--size', type=int)
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
     ap.add_argument('--workers', type=int, default=1); ap.add_argument('--device')
+    ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
     a = ap.parse_args(argv)
-    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, trials=a.trials, steps=a.steps, size=a.size)
+    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, trials=a.trials, steps=a.steps, size=a.size)
     print(table1(res).round(3).to_string())
