@@ -237,12 +237,13 @@ def phantom_splits(cfg: dict) -> dict:
                 test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
-def stack_split(dataset: Dataset, batch_size: int = 256, device=None) -> dict:
+def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
     "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
     ids, images, masks, device = [], [], [], get_device(device)
     for s in range(0, len(dataset), batch_size):
         b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
         ids += list(b['id']); images.append(b['image'].float().cpu()); masks.append(b['mask'].to(torch.uint8).cpu())
+    if device.type == 'cuda': torch.cuda.empty_cache()      # rendering's scratch memory goes back: sweeps run several of these at once
     return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
 
 def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:

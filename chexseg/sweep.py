@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, write_json
 from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
@@ -127,6 +128,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     else:
         for s in sources: prepare_upstream(dict(cfg, p=0.0, weak_source=s), root, device)
         if cfg['encoder_init'] == 'chexpert' or 1.0 in [r['p'] for r in runs]: prepare_upstream(dict(cfg, p=1.0), root, device)
+        if torch.cuda.is_available(): torch.cuda.empty_cache()   # the notebooks' kernels need the memory the upstream stages held
         with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
             outcomes = list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
     failed = [o for o in outcomes if isinstance(o, str)]
