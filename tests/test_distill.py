@@ -95,3 +95,9 @@ def test_cli_checks_before_work(tmp_path):
     with pytest.raises(ValueError, match='got 2.0'):
         chexseg_distill(['--scale', 'smoke', '--fractions', '2', '--root', str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_pool_setting_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match='min_unlabeled must be at least 1'):
+        run_distillation(experiment_config('smoke'), min_unlabeled=0, root=tmp_path/'runs', figures=tmp_path/'figures')
+    assert list(tmp_path.iterdir()) == []
