@@ -823,10 +823,10 @@ def _expose(P, D, rng, size):
     return (b + _c(P['noise']) * (0.3 + b) * noise).clamp(0, 1)
 
 def render_batch(seed: int, indices, size: int = 320, cfg: PhantomConfig | None = None, device=None) -> dict:
-    "Render phantom films `indices` of `seed`: image [B,1,S,S], masks uint8 [B,10,S,S], true labels, anatomy."
+    "Render phantom films `indices` of `seed` on `device` (default the CPU): image [B,1,S,S], masks uint8 [B,10,S,S], true labels, anatomy."
     _check_size(size)
     cfg = cfg or PhantomConfig()
-    device = get_device(device)
+    device = get_device(device) if device is not None else torch.device('cpu')
     indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     P = sample_case(seed, indices, cfg, device)
     rng = ImageRNG(seed, indices, 'pixels', device)
