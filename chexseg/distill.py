@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, atomic_write, atomic_write_path, autocast, device_name, get_device, in_test,
+from .core import (PATHOLOGIES, atomic_write, atomic_write_path, device_name, get_device, in_test,
                           load_state, load_weights, provenance, run_dir, save_state, save_weights, seed_everything,
-                          to_device, write_json)
+                          write_json)
 from .train import fit, get_batch, is_main_process
-from .semi import (ENCODER_INITS, MaskSet, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
+from .semi import (ENCODER_INITS, MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
                           summary_rows)
 from .saliency import file_key
@@ -106,16 +106,9 @@ def coarse_logits(model, x: torch.Tensor) -> torch.Tensor:
     finally: hook.remove()
     return captured['out']
 
-@torch.no_grad()
 def teacher_logits(model, images: torch.Tensor, batch_size: int = 32, device=None) -> torch.Tensor:
     "The coarse logits [N,10,S/4,S/4] (float16, on `images`' device) of the frozen `model` on `images` [N,1,S,S]."
-    device = get_device(device); model = to_device(model, device).eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device): out.append(coarse_logits(model, x).float().half().to(images.device))
-    return torch.cat(out)
+    return batched_outputs(model, images, coarse_logits, batch_size, device, out_device=images.device)
 
 def cached_teacher_logits(model, weights: str | Path, images: torch.Tensor, pool: dict, root: str | Path, device=None) -> torch.Tensor:
     "`teacher_logits` of the teacher saved at `weights` on the unlabeled `images` described by `pool`, computed once under `root`."

@@ -25,10 +25,10 @@ from .metrics import iou_masks, bootstrap_miou
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
            'classifier_encoder_state', 'load_encoder_state', 'init_encoder', 'soft_dice_loss', 'MaskSet',
-           'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter', 'predict_probs', 'tune_output_thresholds',
-           'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split', 'prepare_upstream', 'real_splits',
-           'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'run_trial', 'summary_rows',
-           'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter', 'batched_outputs', 'predict_probs',
+           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
+           'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory',
+           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -176,15 +176,19 @@ def train_segmenter(dataset: Dataset, out_dir: str | Path, *, encoder: str = 're
 
 # %% ../nbs/04_semi.ipynb #6f785f3a
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32, device=None) -> torch.Tensor:
-    "Sigmoid outputs [N,10,S,S] (float16, CPU) of `model` on `images` [N,1,S,S]."
+def batched_outputs(model: torch.nn.Module, images: torch.Tensor, fn, batch_size: int = 32, device=None, out_device='cpu') -> torch.Tensor:
+    "`fn(model, x)` (float16, on `out_device`) for the batches `x` of `images` [N,1,S,S], `model` frozen in eval mode on `device`."
     device = get_device(device); model = to_device(model, device).eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device)
         if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device): out.append(torch.sigmoid(model(x).float()).half().cpu())
+        with autocast(device): out.append(fn(model, x).float().half().to(out_device))
     return torch.cat(out)
+
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32, device=None) -> torch.Tensor:
+    "Sigmoid outputs [N,10,S,S] (float16, CPU) of `model` on `images` [N,1,S,S]."
+    return batched_outputs(model, images, lambda m, x: torch.sigmoid(m(x).float()), batch_size, device)
 
 # %% ../nbs/04_semi.ipynb #31baee55
 def tune_output_thresholds(probs: torch.Tensor, masks: torch.Tensor, grid=THRESHOLD_GRID) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_sweep.ipynb #b1065441
 from __future__ import annotations
-import argparse, contextlib, json, os, time
+import argparse, contextlib, os, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, write_json
+from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, write_json
 from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'sweep_runs', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
-           'markdown_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run', 'run_sweep',
+__all__ = ['PAPER_PS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1',
+           'figure2', 'markdown_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run', 'run_sweep',
            'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
@@ -30,11 +30,13 @@ def sweep_runs(ps=PAPER_PS, sources=WEAK_SOURCES) -> list[dict]:
     return [dict(p=p, weak_source=s) for p in ps for s in (sources[:1] if p == 1 else sources)]
 
 # %% ../nbs/04a_sweep.ipynb #4bcc5c05
-def semi_notebook() -> Path:
-    "The path of `nbs/04_semi.ipynb` in this checkout."
-    nb = Path(__file__).resolve().parent.parent/'nbs'/'04_semi.ipynb' if '__file__' in globals() else Path('04_semi.ipynb').resolve()
-    if not nb.exists(): raise FileNotFoundError(f"{nb} not found: the sweep runs the notebooks of a source checkout")
+def notebook_path(name: str) -> Path:
+    "The path of `nbs/<name>` in this checkout (the drivers execute the notebooks of a source checkout)."
+    nb = Path(__file__).resolve().parent.parent/'nbs'/name if '__file__' in globals() else Path(name).resolve()
+    if not nb.exists(): raise FileNotFoundError(f"{nb} not found: the drivers run the notebooks of a source checkout (git clone, pip install -e .)")
     return nb
+
+def semi_notebook() -> Path: return notebook_path('04_semi.ipynb')
 
 def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, cwd: Path) -> Path:
     "Execute 04_semi with `params` (results into `out_dir`); return `out_dir/results.csv`."
