@@ -132,3 +132,16 @@ def test_different_pretraining_settings_do_not_share_a_cache(tmp):
     a = pretrain_moco(ds, tmp, spec, steps=1, batch_size=4, device='cpu')
     b = pretrain_moco(ds, tmp, spec, steps=1, batch_size=4, device='cpu', temperature=0.1)
     assert a != b and a.exists() and b.exists()
+
+
+def test_moco_initialisation_end_to_end(tmp, capsys):
+    "With no MoCo file, the segmenter CLI pre-trains MoCo v2 on the classifier pool and starts from its encoder."
+    from chexseg.semi import chexseg_train_segmenter
+    chexseg_train_segmenter(['--scale', 'smoke', '--p', '1', '--encoder_init', 'moco', '--root', str(tmp), '--device', 'cpu'])
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    sd, meta = load_weights(path, arch='deeplabv3plus-resnet18')
+    assert meta['init'] == 'moco' and len(meta['losses']) == 2
+    moco, = (tmp/'moco').rglob('moco.safetensors')
+    assert len(load_weights(moco, arch='moco-resnet18')[1]['losses']) == experiment_config('smoke')['moco_steps']
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        chexseg_train_segmenter(['--scale', 'smoke', '--encoder_init', 'moco', '--init_weights', str(tmp/'absent.pth'), '--root', str(tmp)])
