@@ -24,8 +24,8 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, chexpert_name,
 from .train import fit, get_batch, is_main_process, on_device_if_cuda
 
 # %% auto #0
-__all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'Classifier', 'label_columns', 'pathology_rows',
-           'save_classifier', 'load_classifier', 'weighted_bce', 'classifier_loss', 'BatchNormGroups',
+__all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'one_channel', 'Classifier', 'label_columns',
+           'pathology_rows', 'save_classifier', 'load_classifier', 'weighted_bce', 'classifier_loss', 'BatchNormGroups',
            'train_classifier', 'dataset_from_spec', 'data_spec', 'chexseg_train_classifier', 'predict', 'roc_curve',
            'auroc', 'auroc_table', 'plot_roc']
 
@@ -43,7 +43,7 @@ class Standardize(nn.Module):
             raise ValueError(f"Expected a batch of one-channel images [B, 1, H, W] in [0, 1], got shape {tuple(x.shape)}")
         return (x - self.mean) / self.std
 
-def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
+def one_channel(conv: nn.Conv2d) -> nn.Conv2d:
     "A copy of the RGB `conv` that takes one channel, its weights summed over the input channels."
     new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
     with torch.no_grad():
@@ -55,11 +55,11 @@ def _backbone(arch: str) -> tuple[OrderedDict, int, bool]:
     "Torchvision layers of `arch` up to the Grad-CAM feature maps, their channel count, and whether a ReLU follows them."
     if arch == 'densenet121':
         net = torchvision.models.densenet121(weights=None)
-        net.features.conv0 = _one_channel(net.features.conv0)
+        net.features.conv0 = one_channel(net.features.conv0)
         return OrderedDict(net.features.named_children()), net.classifier.in_features, True
     if arch == 'resnet18':
         net = torchvision.models.resnet18(weights=None)
-        net.conv1 = _one_channel(net.conv1)
+        net.conv1 = one_channel(net.conv1)
         names = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
         return OrderedDict((n, getattr(net, n)) for n in names), net.fc.in_features, False
     raise ValueError(f"Unknown classifier architecture {arch!r}; choose one of {ARCHS}")

@@ -23,14 +23,15 @@ from .semi import (ENCODER_INITS, MaskSet, batched_outputs, build_segmenter, eva
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
                           summary_rows)
 from .saliency import file_key
+from .encoders import available_inits
 from .metrics import paired_bootstrap
 from .sweep import markdown_table, save_figure
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
-           'usable_inits', 'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler',
-           'coarse_logits', 'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student',
-           'student_settings', 'distill_rows', 'check_distill_args', 'run_distillation', 'distill_table', 'figure3',
+           'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
+           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
+           'distill_rows', 'check_distill_args', 'run_distillation', 'distill_table', 'figure3',
            'write_distill_outputs', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
@@ -62,16 +63,6 @@ def render_images(dataset: Dataset, rows: torch.Tensor, device=None, chunk: int 
     device = get_device(device)
     return torch.cat([get_batch(dataset, rows[s:s + chunk], device)['image'].float() for s in range(0, len(rows), chunk)])
 
-# %% ../nbs/05_distill.ipynb #8de4eac1
-def usable_inits(inits) -> tuple[list[str], dict]:
-    "The registered initialisations among `inits` (in order, once each) and, for the others, why they are skipped."
-    use, skipped = [], {}
-    for init in dict.fromkeys(inits):
-        if init in ENCODER_INITS: use.append(init)
-        else: skipped[init] = f"encoder initialisation {init!r} is not registered here (known: {', '.join(ENCODER_INITS)})"
-    for reason in skipped.values(): print(f"skipping: {reason}")
-    return use, skipped
-
 # %% ../nbs/05_distill.ipynb #54a7debc
 def load_segmenter(path: str | Path, encoder: str = 'resnet18') -> tuple:
     "The DeepLabV3+ saved at `path` (by `train_segmenter` or `train_student`) and its metadata: `(model, meta)`."
@@ -81,7 +72,7 @@ def load_segmenter(path: str | Path, encoder: str = 'resnet18') -> tuple:
 
 def encoder_weights(up: dict):
     "The file that initialises the encoder for the upstream stages `up` (None for 'random'): what `run_trial` passes on."
-    return up['encoder_classifier']
+    return up['init_weights']
 
 def teacher_config(cfg: dict, init: str) -> dict:
     "The settings of the fully supervised teacher with encoder initialisation `init`."
@@ -174,8 +165,8 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
     t0 = time.perf_counter()
     trials, steps = trials or cfg['trials'], steps or cfg['steps']
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
-    use, skipped = usable_inits([inits] if isinstance(inits, str) else inits)
-    if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} is registered (known: {', '.join(ENCODER_INITS)})")
+    use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
+    if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} can run here: {skipped}")
     device = get_device(device); seed_everything(cfg['seed'])
     ups = {init: prepare_upstream(teacher_config(cfg, init), root, device) for init in use}
     first = ups[use[0]]

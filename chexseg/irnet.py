@@ -193,7 +193,7 @@ def toy_blobs(n: int, size: int = 64, seed: int = 0) -> dict:
     return dict(images=images.clamp(0, 1), cams=max_normalise(cams), positive=masks.flatten(2).amax(-1).bool(), masks=masks)
 
 # %% ../nbs/03_irnet.ipynb #6da6e8d6
-from .classifier import Standardize, _one_channel
+from .classifier import Standardize, one_channel
 
 def _conv_gn(cin: int, cout: int, groups: int, up: int = 1) -> nn.Sequential:
     "1x1 conv (no bias) + GroupNorm (+ bilinear upsampling) + ReLU: the unit of both IRNet branches."
@@ -215,7 +215,7 @@ def resnet50_backbone(weights: str | Path | None = None) -> nn.Module:
         missing, unexpected = net.load_state_dict(_resnet50_state(weights), strict=False)
         if [k for k in missing if not k.startswith('fc.')] or unexpected:
             raise CheckpointError(f"{weights} is not a ResNet50 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    net.conv1 = _one_channel(net.conv1)
+    net.conv1 = one_channel(net.conv1)
     net.layer4[0].conv2.stride = net.layer4[0].downsample[0].stride = (1, 1)
     return net
 

@@ -20,15 +20,18 @@ from .train import fit, get_batch, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
+from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
+                              moco_encoder_state, pretrain_moco)
 from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
-           'classifier_encoder_state', 'load_encoder_state', 'init_encoder', 'soft_dice_loss', 'MaskSet',
+           'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet',
            'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter', 'batched_outputs', 'predict_probs',
            'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
-           'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory',
-           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
+           'evaluate_segmenter', 'in_memory', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
+           'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -66,15 +69,17 @@ def classifier_encoder_state(path: str | Path, encoder: str) -> dict:
 def load_encoder_state(model: Segmenter, state: dict, source) -> Segmenter:
     "Load `state` into `model.encoder`, requiring every encoder tensor to be present with the right shape."
     own = model.encoder.state_dict()
-    bad = [k for k, v in own.items() if not k.endswith('num_batches_tracked') and (k not in state or state[k].shape != v.shape)]
+    bad = misfits(own, state)
     if bad: raise CheckpointError(f"{source} does not fit the {type(model.encoder).__name__}: {len(bad)} tensors missing or misshapen, e.g. {bad[:3]}")
     torch.nn.Module.load_state_dict(model.encoder, {k: state[k] for k in own if k in state}, strict=False)
     return model
 
-ENCODER_INITS = {
-    'random': lambda model, encoder, weights: model,
-    'chexpert': lambda model, encoder, weights: load_encoder_state(model, classifier_encoder_state(weights, encoder), weights),
-}
+def from_file(encoder_state):
+    "An initialisation that loads into the encoder the state `encoder_state(weights, encoder)` reads from the file `weights`."
+    return lambda model, encoder, weights: load_encoder_state(model, encoder_state(weights, encoder), weights)
+
+ENCODER_INITS = {'random': lambda model, encoder, weights: model, 'chexpert': from_file(classifier_encoder_state),
+                 'imagenet': from_file(imagenet_encoder_state), 'moco': from_file(moco_encoder_state)}
 
 def init_encoder(model: Segmenter, init: str = 'random', weights: str | Path | None = None, encoder: str = 'resnet18') -> Segmenter:
     "Initialise `model`'s encoder by the registered initialisation `init` (from the file `weights` where it needs one)."
@@ -199,13 +204,13 @@ def tune_output_thresholds(probs: torch.Tensor, masks: torch.Tensor, grid=THRESH
 # %% ../nbs/04_semi.ipynb #7e1c82c5
 SCALES = {
     'paper': dict(size=320, n_classifier=20_000, classifier_epochs=3, n_expert=200, n_weak=100, n_val=100, n_test=500,
-                  trials=3, steps=1500, batch_size=8, lr=1e-3, n_boot=1000),
+                  trials=3, steps=1500, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=5000),
     'gpu':   dict(size=320, n_classifier=6_000, classifier_epochs=2, n_expert=200, n_weak=100, n_val=100, n_test=500,
-                  trials=3, steps=300, batch_size=8, lr=1e-3, n_boot=1000),
+                  trials=3, steps=300, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=2000),
     'cpu':   dict(size=128, n_classifier=1_000, classifier_epochs=1, classifier_arch='resnet18', n_expert=200, n_weak=100,
-                  n_val=50, n_test=100, trials=3, steps=100, batch_size=8, lr=1e-3, n_boot=1000),
+                  n_val=50, n_test=100, trials=3, steps=100, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=100),
     'smoke': dict(size=64, n_classifier=24, classifier_epochs=1, classifier_arch='resnet18', n_expert=8, n_weak=4,
-                  n_val=6, n_test=8, trials=1, steps=2, batch_size=4, lr=1e-3, n_boot=50),
+                  n_val=6, n_test=8, trials=1, steps=2, batch_size=4, lr=1e-3, n_boot=50, moco_steps=2),
 }
 
 def resolve_scale(scale: str = 'auto', device=None) -> str:
@@ -217,8 +222,8 @@ def resolve_scale(scale: str = 'auto', device=None) -> str:
 def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     "The settings of a run: the sizes of `scale` with `overrides` (those not None) applied, checked."
     name = resolve_scale(scale, device)
-    cfg = dict(p=0.9, weak_source='cam', encoder='resnet18', encoder_init='chexpert', classifier_arch='densenet121',
-               seed=0, data_root=None)
+    cfg = dict(p=0.9, weak_source='cam', encoder='resnet18', encoder_init='chexpert', init_weights=None,
+               classifier_arch='densenet121', seed=0, data_root=None)
     cfg.update(SCALES[name], scale=name)
     unknown = set(overrides) - set(cfg) - set(SCALES['paper'])
     if unknown: raise ValueError(f"Unknown setting(s) {sorted(unknown)}")
@@ -226,7 +231,8 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     cfg['p'] = check_p(cfg['p'])
     check_choice(cfg['weak_source'], WEAK_SOURCES, 'weak source')
     check_choice(cfg['encoder_init'], tuple(ENCODER_INITS), 'encoder initialisation')
-    for k in ('n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size'):
+    if cfg['init_weights'] is not None: cfg['init_weights'] = str(check_init_weights(cfg['encoder_init'], cfg['init_weights']))
+    for k in ('n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size', 'moco_steps'):
         if int(cfg[k]) < 1: raise ValueError(f"{k} must be at least 1, got {cfg[k]}")
     if cfg['p'] < 1 and cfg['n_weak'] < 1: raise ValueError(f"p={cfg['p']} needs weak masks: n_weak must be at least 1")
     return cfg
@@ -250,19 +256,31 @@ def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
     if device.type == 'cuda': torch.cuda.empty_cache()      # rendering's scratch memory goes back: sweeps run several of these at once
     return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
 
+def given_init_weights(cfg: dict) -> Path | None:
+    "The encoder-initialisation file that is not trained here (`init_weights`, or the ImageNet cache's), read once to check it fits."
+    init, weights = cfg['encoder_init'], cfg['init_weights']
+    if init == 'imagenet' and weights is None: weights = imagenet_weights_file(cfg['encoder'])
+    if weights is None: return None
+    FILE_INITS[init](weights, cfg['encoder'])
+    return Path(weights)
+
 def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
-    "Datasets of every split, the classifier files and the weak-mask dataset of the weak pool, all cached under `root`."
+    "Datasets of every split, the classifier and encoder-initialisation files and the weak-mask dataset of the weak pool, cached under `root`."
+    init_weights = given_init_weights(cfg)
     specs = phantom_splits(cfg) if cfg['data_root'] is None else real_splits(cfg)
     ds = {k: dataset_from_spec(v) for k, v in specs.items()}
     epochs = cfg['classifier_epochs']
     cam_clf = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['classifier_arch'], epochs=epochs, device=device)
-    enc_clf = (train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['encoder'], epochs=epochs, device=device)
-               if cfg['encoder_init'] == 'chexpert' else None)
+    if cfg['encoder_init'] == 'chexpert':
+        init_weights = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['encoder'], epochs=epochs, device=device)
+    if cfg['encoder_init'] == 'moco' and init_weights is None:
+        init_weights = pretrain_moco(ds['classifier'], root, specs['classifier'], cfg['encoder'], steps=cfg['moco_steps'],
+                                     seed=cfg['seed'], device=device)
     weak = None
     if cfg['p'] < 1:
         make_weak = weak_masks if cfg['weak_source'] == 'cam' else irnet_weak_masks
         weak = make_weak(cam_clf, ds['weak_pool'], specs['weak_pool'], ds['val'], specs['val'], root, device=device)
-    return dict(specs=specs, datasets=ds, cam_classifier=cam_clf, encoder_classifier=enc_clf, weak=weak)
+    return dict(specs=specs, datasets=ds, cam_classifier=cam_clf, init_weights=init_weights, weak=weak)
 
 # %% ../nbs/04_semi.ipynb #a7cc827d
 def real_splits(cfg: dict) -> dict:
@@ -293,7 +311,7 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
     return dict({k: cfg[k] for k in keys}, trial=trial, expert=up['specs']['expert'],
                 weak=up['specs']['weak_pool'] if cfg['p'] < 1 else None,
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
-                init_weights=file_key(up['encoder_classifier']) if up['encoder_classifier'] else None)
+                init_weights=file_key(up['init_weights']) if up['init_weights'] else None)
 
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None) -> dict:
     "Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, test probabilities."
@@ -313,7 +331,7 @@ def run_trial(cfg: dict, up: dict, trial: int, root: str | Path, val: dict, test
                        length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + trial)
     out = run_dir(root, 'segmenter', segmenter_settings(cfg, up, trial))
     model, losses = train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'],
-                                    init_weights=up['encoder_classifier'], steps=cfg['steps'], batch_size=cfg['batch_size'],
+                                    init_weights=up['init_weights'], steps=cfg['steps'], batch_size=cfg['batch_size'],
                                     lr=cfg['lr'], seed=cfg['seed'] + trial, device=device,
                                     desc=f"p={cfg['p']} {cfg['weak_source']} trial {trial}")
     return dict(evaluate_segmenter(model, val, test, cfg['n_boot'], cfg['seed'] + trial, device), losses=losses, trial=trial)
@@ -352,19 +370,19 @@ def chexseg_train_segmenter(argv=None):
     ap.add_argument('--p', type=float, default=0.9); ap.add_argument('--weak_source', default='cam')
     ap.add_argument('--scale', default='auto'); ap.add_argument('--trial', type=int, default=0)
     for k in ('n_expert', 'n_weak', 'steps', 'batch_size', 'size', 'seed'): ap.add_argument(f'--{k}', type=int)
-    ap.add_argument('--encoder_init'); ap.add_argument('--data_root'); ap.add_argument('--lr', type=float)
+    ap.add_argument('--encoder_init'); ap.add_argument('--init_weights'); ap.add_argument('--data_root'); ap.add_argument('--lr', type=float)
     ap.add_argument('--root', default='runs'); ap.add_argument('--device')
     a = ap.parse_args(argv)
     cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
                             steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
-                            encoder_init=a.encoder_init, data_root=a.data_root)
+                            encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
     up = prepare_upstream(cfg, a.root, a.device)
     up.update(expert_set=in_memory(up['datasets']['expert'], a.device), weak_set=in_memory(up['weak'], a.device))
     out = run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))
     mix = MixedDataset(up['expert_set'], weak_subset(up['weak_set'], cfg, a.trial), cfg['p'],
                        length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + a.trial)
-    train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['encoder_classifier'],
+    train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['init_weights'],
                     steps=cfg['steps'], batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'] + a.trial, device=a.device)
     if is_main_process(): print(out/'model.safetensors')
 

@@ -3,7 +3,8 @@ import math
 import pytest, torch
 import torch.nn.functional as F
 import chexseg.distill as distill
-from chexseg.distill import (distill_loss, train_student, teacher_logits, usable_inits, run_distillation, unlabeled_size,
+from chexseg.encoders import available_inits
+from chexseg.distill import (distill_loss, train_student, teacher_logits, run_distillation, unlabeled_size,
                              chexseg_distill)
 from chexseg.semi import build_segmenter, experiment_config, ENCODER_INITS
 
@@ -67,9 +68,9 @@ def test_student_trains_and_is_cached(tmp_path, monkeypatch):
 
 
 def test_unknown_init_is_skipped_with_a_reason(capsys):
-    use, skipped = usable_inits(['random', 'imagenet21k', 'random'])
+    use, skipped = available_inits(['random', 'imagenet21k', 'random'])
     assert use == ['random'] and list(skipped) == ['imagenet21k']
-    assert 'not registered' in skipped['imagenet21k'] and 'known: random' in skipped['imagenet21k']
+    assert 'unknown' in skipped['imagenet21k'] and 'known: random' in skipped['imagenet21k']
     assert 'skipping' in capsys.readouterr().out
 
 
