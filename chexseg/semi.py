@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import tempfile, time
+import sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -372,7 +372,8 @@ def chexseg_train_segmenter(argv=None):
     for k in ('n_expert', 'n_weak', 'steps', 'batch_size', 'size', 'seed'): ap.add_argument(f'--{k}', type=int)
     ap.add_argument('--encoder_init'); ap.add_argument('--init_weights'); ap.add_argument('--data_root'); ap.add_argument('--lr', type=float)
     ap.add_argument('--root', default='runs'); ap.add_argument('--device')
-    a = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(argv[1:] if argv[:1] == ['--'] else argv)   # torchrun takes `--p` for its own options: there, write `-- --p 0.9`
     cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
                             steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
                             encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)

@@ -63,3 +63,19 @@ def test_train_segmenter_cli_smoke(tmp_path, capsys):
     path = capsys.readouterr().out.strip().splitlines()[-1]
     sd, meta = load_weights(path, arch='deeplabv3plus-resnet18')
     assert len(meta['losses']) == 2 and meta['init'] == 'chexpert'
+
+
+def test_train_segmenter_cli_under_torchrun(tmp_path):
+    "The console script under torchrun: 2 gloo processes train one segmenter (global batch split over the ranks) and rank 0 saves it."
+    import os, subprocess, sys
+    from pathlib import Path
+    from chexseg.core import load_weights
+    script = Path(sys.executable).parent/'chexseg_train_segmenter'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(script),
+           '--', '--scale', 'smoke', '--p', '1', '--steps', '3', '--root', str(tmp_path), '--device', 'cpu']
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = [l for l in out.stdout.splitlines() if l.endswith('model.safetensors')]
+    assert len(printed) == 1                                        # only rank 0 reports (and saves)
+    sd, meta = load_weights(printed[0], arch='deeplabv3plus-resnet18')
+    assert len(meta['losses']) == 3 and all(np.isfinite(meta['losses']))
