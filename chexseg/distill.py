@@ -15,17 +15,17 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, atomic_write, atomic_write_path, device_name, get_device, in_test,
+from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test,
                           load_state, load_weights, provenance, run_dir, save_state, save_weights, seed_everything,
                           write_json)
 from .train import fit, get_batch, is_main_process
-from .semi import (ENCODER_INITS, MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
+from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
                           summary_rows)
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
-from .sweep import markdown_table, save_figure
+from .sweep import save_figure, write_table
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
@@ -245,10 +245,7 @@ def write_distill_outputs(results: pd.DataFrame, out: Path, meta: dict):
     import matplotlib.pyplot as plt
     fig = figure3(results, f"Distillation on the synthetic phantom ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure3', caption); plt.close(fig)
-    table = distill_table(results)
-    with atomic_write_path(out/'distill_table.csv') as f: table.to_csv(f)
-    with atomic_write(out/'distill_table.md') as f:
-        f.write(f"# Distillation: teachers and students (mIoU, mean over trials)\n\n{markdown_table(table)}\n_{caption}_\n")
+    write_table(distill_table(results), out/'distill_table', 'Distillation: teachers and students (mIoU, mean over trials)', caption)
     with atomic_write_path(out/'distill_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'distill.json', indent=2)
 

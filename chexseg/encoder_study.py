@@ -4,16 +4,16 @@
 
 # %% ../nbs/06_encoders.ipynb #f589f7fa
 from __future__ import annotations
-import argparse, time
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, write_json
+from .core import atomic_write_path, in_test, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import WEAK_SOURCES, check_choice, experiment_config, run_experiment
-from .sweep import markdown_table, save_figure
+from .sweep import save_figure, write_table
 
 # %% auto #0
 __all__ = ['WEAK_SIZES', 'study_runs', 'run_study', 'study_means', 'figure4', 'table2', 'write_encoder_outputs']
@@ -89,11 +89,8 @@ def write_encoder_outputs(results: pd.DataFrame, out: str | Path, meta: dict) ->
                f"{meta['date']}, wall {meta['wall_s']} s{skipped}")
     fig = figure4(results, f"Encoder initialisations on the synthetic phantom ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure4', caption); plt.close(fig)
-    t2 = table2(results)
-    with atomic_write_path(out/'table2.csv') as f: t2.to_csv(f)
     notes = ''.join(f"- {i} not run: {why}\n" for i, why in meta.get('skipped', {}).items())
-    with atomic_write(out/'table2.md') as f:
-        f.write(f"# Table 2: mIoU [95% CI] by encoder initialisation\n\n{markdown_table(t2)}\n{notes}\n_{caption}_\n")
+    write_table(table2(results), out/'table2', 'Table 2: mIoU [95% CI] by encoder initialisation', caption, notes + '\n' if notes else '')
     with atomic_write_path(out/'encoder_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'encoders.json', indent=2)
     return out

@@ -17,8 +17,8 @@ from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepar
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1',
-           'figure2', 'markdown_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run', 'run_sweep',
-           'write_sweep_outputs', 'chexseg_sweep']
+           'figure2', 'markdown_table', 'write_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run',
+           'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -88,6 +88,11 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return '\n'.join(f'| {r} |' for r in rows) + '\n'
 
 # %% ../nbs/04a_sweep.ipynb #2c36e9de
+def write_table(table: pd.DataFrame, stem: Path, title: str, caption: str, notes: str = ''):
+    "`table` as `stem.csv` and as a Markdown page `stem.md` with `title`, `notes` and the provenance `caption`."
+    with atomic_write_path(stem.with_suffix('.csv')) as f: table.to_csv(f)
+    with atomic_write(stem.with_suffix('.md')) as f: f.write(f"# {title}\n\n{markdown_table(table)}\n{notes}_{caption}_\n")
+
 def save_figure(fig, stem: Path, caption: str):
     "Save `fig` as PNG and SVG at `stem` with `caption` (provenance) written along its bottom edge."
     fig.text(0.01, 0.003, caption, fontsize=6, color='0.4', va='bottom')
@@ -148,9 +153,7 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     caption = (f"chexseg p-sweep, scale {meta['settings']['scale']}, {meta['device']}, torch {meta['torch']}, "
                f"commit {meta['commit']}, {meta['date']}, wall {meta['wall_s']} s{missing}")
     save_figure(figure2(results, f"CheXseg on the synthetic phantom ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
-    t1 = table1(results)
-    with atomic_write_path(out/'table1.csv') as f: t1.to_csv(f)
-    with atomic_write(out/'table1.md') as f: f.write(f"# Table 1: per-pathology IoU by p\n\n{markdown_table(t1)}\n_{caption}_\n")
+    write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'sweep.json', indent=2)
 
