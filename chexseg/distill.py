@@ -25,7 +25,7 @@ from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
-from .sweep import save_figure, write_table
+from .sweep import provenance_caption, save_figure, write_table
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
@@ -239,9 +239,7 @@ def figure3(results: pd.DataFrame, title: str = ''):
 def write_distill_outputs(results: pd.DataFrame, out: Path, meta: dict):
     "Figure 3 (PNG, SVG), the table (CSV, Markdown), the long results (CSV) and the settings with provenance (JSON) into `out`."
     out = Path(out)
-    skipped = f", skipped: {', '.join(meta['skipped'])}" if meta.get('skipped') else ''
-    caption = (f"distillation, scale {meta['settings']['scale']}, {meta['trials']} trial(s), {meta['device']}, "
-               f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, wall {meta['wall_s']} s{skipped}")
+    caption = provenance_caption(f"distillation, scale {meta['settings']['scale']}, {meta['trials']} trial(s)", meta)
     import matplotlib.pyplot as plt
     fig = figure3(results, f"Distillation on the synthetic phantom ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure3', caption); plt.close(fig)

@@ -13,7 +13,7 @@ import pandas as pd
 from .core import atomic_write_path, in_test, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import WEAK_SOURCES, check_choice, experiment_config, run_experiment
-from .sweep import save_figure, write_table
+from .sweep import provenance_caption, save_figure, write_table
 
 # %% auto #0
 __all__ = ['WEAK_SIZES', 'study_runs', 'run_study', 'study_means', 'figure4', 'table2', 'write_encoder_outputs']
@@ -84,9 +84,7 @@ def write_encoder_outputs(results: pd.DataFrame, out: str | Path, meta: dict) ->
     "Figure 4, table 2, the long results and `meta` into `out`."
     import matplotlib.pyplot as plt
     out = Path(out)
-    skipped = f", skipped: {', '.join(meta['skipped'])}" if meta.get('skipped') else ''
-    caption = (f"encoder study, scale {meta['settings']['scale']}, {meta['device']}, torch {meta['torch']}, commit {meta['commit']}, "
-               f"{meta['date']}, wall {meta['wall_s']} s{skipped}")
+    caption = provenance_caption(f"encoder study, scale {meta['settings']['scale']}", meta)
     fig = figure4(results, f"Encoder initialisations on the synthetic phantom ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure4', caption); plt.close(fig)
     notes = ''.join(f"- {i} not run: {why}\n" for i, why in meta.get('skipped', {}).items())

@@ -19,8 +19,8 @@ from .data import DataFormatError, read_segmentation_json
 
 # %% auto #0
 __all__ = ['Overlaps', 'iou_from_overlaps', 'mask_overlaps', 'iou_masks', 'evaluation_ids', 'rle_overlaps', 'iou_table', 'miou',
-           'bootstrap_replicates', 'bootstrap_miou', 'paired_bootstrap', 'pooled_iou', 'pointing_hits', 'hit_rate',
-           'eval_summary', 'evaluate', 'chexseg_eval']
+           'bootstrap_replicates', 'ci_frame', 'bootstrap_miou', 'paired_bootstrap', 'pooled_iou', 'pointing_hits',
+           'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
 
 # %% ../nbs/01b_metrics.ipynb #dc1dbc97
 class Overlaps(NamedTuple):
@@ -156,7 +156,7 @@ def bootstrap_replicates(table, n: int = 1000, seed: int = 0) -> np.ndarray:
         out.append(np.column_stack([means, _nan_divide(np.where(ok, means, 0.).sum(1), ok.sum(1))]))
     return np.concatenate(out)
 
-def _ci_frame(estimate: pd.Series, replicates: np.ndarray, ci: float) -> pd.DataFrame:
+def ci_frame(estimate: pd.Series, replicates: np.ndarray, ci: float) -> pd.DataFrame:
     "Point estimate with the percentile interval of `replicates` (NaN replicates skipped)."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # a column with no defined replicate gives NaN bounds
@@ -166,7 +166,7 @@ def _ci_frame(estimate: pd.Series, replicates: np.ndarray, ci: float) -> pd.Data
 def bootstrap_miou(table, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
     "Per column and `'mean'`: point estimate (`miou`), bootstrap percentile CI over images, images scored `n_images`."
     table = _as_frame(table)
-    out = _ci_frame(miou(table), bootstrap_replicates(table, n, seed), ci)
+    out = ci_frame(miou(table), bootstrap_replicates(table, n, seed), ci)
     out['n_images'] = [*table.notna().sum(), table.notna().any(axis=1).sum()]
     return out
 
@@ -180,7 +180,7 @@ def paired_bootstrap(table_a, table_b, n: int = 1000, seed: int = 0, ci: float =
                          f"e.g. only in a: {only_a}, only in b: {only_b}")
     b = b.loc[a.index]
     diff = bootstrap_replicates(a, n, seed) - bootstrap_replicates(b, n, seed)  # same seed: same resamples
-    return _ci_frame(miou(a) - miou(b), diff, ci)
+    return ci_frame(miou(a) - miou(b), diff, ci)
 
 # %% ../nbs/01b_metrics.ipynb #60f4fb76
 def pooled_iou(gt, pred, ids: list[str] | None = None) -> pd.Series:

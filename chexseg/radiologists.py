@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
 from .data import (DataFormatError, annotation_to_masks, masks_to_segmentation, read_annotation_json,
                           read_segmentation_json)
-from .metrics import _ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
+from .metrics import ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
 from .phantom import PhantomConfig, phantom_split
 from .sweep import markdown_table, save_figure
 
@@ -199,7 +199,7 @@ def paired_replicates(tables: dict[str, pd.DataFrame], n: int = 1000, seed: int 
 def _gap_frame(stats: dict, ci: float) -> pd.DataFrame:
     "The gap reduction with its CI, both gaps, the share of replicates without a gap, and notes, from `paired_replicates`."
     (r, r_reps), (c, c_reps), (w, w_reps) = (stats[k] for k in ('radiologists', 'chexseg', 'weak'))
-    out = _ci_frame(pd.Series(_reduction(r, c, w), index=r.index), _reduction(r_reps, c_reps, w_reps), ci)
+    out = ci_frame(pd.Series(_reduction(r, c, w), index=r.index), _reduction(r_reps, c_reps, w_reps), ci)
     with np.errstate(invalid='ignore'): undefined = (r_reps - w_reps <= 0).mean(0)
     out['gap_weak'], out['gap_chexseg'], out['undefined_share'] = r - w, r - c, undefined
     out['note'] = [_gap_note(g, u) for g, u in zip(r - w, undefined)]
@@ -226,12 +226,12 @@ def radiologist_comparison(readers: pd.DataFrame, chexseg: pd.DataFrame, weak: p
     stats = paired_replicates(tables, n, seed)
     reader_tables = {k: t for k, t in tables.items() if k.startswith('reader')}
     (r, r_reps), (c, c_reps) = stats['radiologists'], stats['chexseg']
-    return dict(miou=pd.concat({k: _ci_frame(*v, ci) for k, v in stats.items()}, axis=1).rename_axis('pathology'),
+    return dict(miou=pd.concat({k: ci_frame(*v, ci) for k, v in stats.items()}, axis=1).rename_axis('pathology'),
                 readers=pd.concat({k: miou(t) for k, t in reader_tables.items()}, axis=1).rename_axis('pathology'),
                 n_scored=pd.DataFrame(dict(radiologists=_n_scored(list(reader_tables.values())), chexseg=_n_scored([tables['chexseg']]),
                                            weak=_n_scored([tables['weak']]))).rename_axis('pathology'),
                 gap_reduction=_gap_frame(stats, ci),
-                chexseg_minus_radiologists=_ci_frame(c - r, c_reps - r_reps, ci).rename_axis('pathology'),
+                chexseg_minus_radiologists=ci_frame(c - r, c_reps - r_reps, ci).rename_axis('pathology'),
                 dropped=dropped, n_images=len(tables['chexseg']), n_readers=len(reader_tables))
 
 # %% ../nbs/07_radiologists.ipynb #85d8f308

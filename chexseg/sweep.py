@@ -17,8 +17,8 @@ from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepar
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1',
-           'figure2', 'markdown_table', 'write_table', 'save_figure', 'kernel_threads', 'sweep_jobs', 'try_run',
-           'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+           'figure2', 'markdown_table', 'provenance_caption', 'write_table', 'save_figure', 'kernel_threads',
+           'sweep_jobs', 'try_run', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -88,6 +88,13 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return '\n'.join(f'| {r} |' for r in rows) + '\n'
 
 # %% ../nbs/04a_sweep.ipynb #2c36e9de
+def provenance_caption(what: str, meta: dict) -> str:
+    "The provenance line under a figure or table: `what`, then device, torch, commit, date, wall time, and what was skipped or missing."
+    skipped = f", skipped: {', '.join(meta['skipped'])}" if meta.get('skipped') else ''
+    missing = f", {len(meta['failed'])} runs missing" if meta.get('failed') else ''
+    return (f"{what}, {meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, "
+            f"wall {meta['wall_s']} s{skipped}{missing}")
+
 def write_table(table: pd.DataFrame, stem: Path, title: str, caption: str, notes: str = ''):
     "`table` as `stem.csv` and as a Markdown page `stem.md` with `title`, `notes` and the provenance `caption`."
     with atomic_write_path(stem.with_suffix('.csv')) as f: table.to_csv(f)
@@ -149,9 +156,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
 
 def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     "Figure 2, table 1 and the stacked results of a sweep, with `meta` as their provenance."
-    missing = f", {len(meta['failed'])} runs missing" if meta.get('failed') else ''
-    caption = (f"chexseg p-sweep, scale {meta['settings']['scale']}, {meta['device']}, torch {meta['torch']}, "
-               f"commit {meta['commit']}, {meta['date']}, wall {meta['wall_s']} s{missing}")
+    caption = provenance_caption(f"chexseg p-sweep, scale {meta['settings']['scale']}", meta)
     save_figure(figure2(results, f"CheXseg on the synthetic phantom ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
     write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from chexseg.core import PATHOLOGIES
-from chexseg.metrics import _ci_frame, bootstrap_replicates
+from chexseg.metrics import ci_frame, bootstrap_replicates
 from chexseg.radiologists import (_reduction, align_tables, compare_radiologists, gap_reduction, miou_replicates,
                                   read_per_image_iou, reader_iou_masks, split_readers)
 
@@ -37,7 +37,7 @@ def test_noisy_known_answer_inside_ci_and_paired():
     assert abs(g.loc['mean', 'estimate'] - 0.6) < 0.01 and (g.estimate - 0.6).abs().max() < 0.03
     assert ((g.lower <= g.estimate) & (g.estimate <= g.upper)).all()
     # the same images resampled in all three tables: far narrower than resampling each table on its own
-    unpaired = _ci_frame(g.estimate, _reduction(*(bootstrap_replicates(t, 1000, s) for t, s in ((r, 1), (c, 2), (w, 3)))), 0.95)
+    unpaired = ci_frame(g.estimate, _reduction(*(bootstrap_replicates(t, 1000, s) for t, s in ((r, 1), (c, 2), (w, 3)))), 0.95)
     paired_width, unpaired_width = (g.upper - g.lower).mean(), (unpaired.upper - unpaired.lower).mean()
     assert paired_width < unpaired_width / 2, (paired_width, unpaired_width)
 
