@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_path, in_test, provenance, write_json
+from .core import atomic_write_path, in_test, provenance, settings_key, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
-from .semi import WEAK_SOURCES, check_choice, experiment_config, run_experiment
-from .sweep import provenance_caption, save_figure, write_table
+from .semi import WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
+from .sweep import provenance_caption, run_semi_jobs, save_figure, semi_params, write_table
 
 # %% auto #0
-__all__ = ['WEAK_SIZES', 'study_runs', 'run_study', 'study_means', 'figure4', 'table2', 'write_encoder_outputs']
+__all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'run_study', 'study_means', 'figure4', 'table2',
+           'write_encoder_outputs']
 
 # %% ../nbs/06_encoders.ipynb #0771e4fb
 WEAK_SIZES = {'paper': (100, 2_000, 20_000), 'gpu': (100, 500, 2_000), 'cpu': (20, 50, 100), 'smoke': (2, 4)}
@@ -31,21 +32,41 @@ def study_runs(inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=(100, 
            [dict(setting='weak', encoder_init=i, p=0.0, weak_source=s, n_weak=int(n)) for i in inits for s in sources for n in weak_sizes]
 
 # %% ../nbs/06_encoders.ipynb #8518bab5
+def study_config(run: dict, scale: str = 'auto', device=None, init_weights: dict | None = None, **settings) -> dict:
+    "The settings of one run of the study (an `experiment_config`); a fully-supervised run shares its segmenters with the sweep's p = 1."
+    return experiment_config(scale, device, **settings, p=run['p'], weak_source=run['weak_source'], encoder_init=run['encoder_init'],
+                             n_weak=run['n_weak'] or None, init_weights=(init_weights or {}).get(run['encoder_init']))
+
+def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
+    "Where one run's results go: a readable name (e.g. `moco_weak_irnet_500`) and the hash of all its settings."
+    name = f"{run['encoder_init']}_fully" if run['setting'] == 'fully' else f"{run['encoder_init']}_weak_{run['weak_source']}_{run['n_weak']}"
+    return Path(root)/'encoders'/cfg['scale']/f"{name}-{settings_key(cfg)}"
+
 def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
-              device=None, init_weights: dict | None = None, **settings) -> tuple[pd.DataFrame, dict]:
-    "Run the study; return the long results table and the skipped initialisations with their reasons."
+              device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Run the study, `workers` 04_semi kernels at a time (1: one run after another in this process); return the long results
+    table, the skipped initialisations with their reasons and the runs that failed. Finished runs are read, not repeated."""
     cfg0 = experiment_config(scale, device, **settings)
     weak_sizes = WEAK_SIZES[cfg0['scale']] if weak_sizes is None else weak_sizes
-    runs = study_runs(inits, sources, weak_sizes)
     ok, skipped = available_inits(inits, init_weights, cfg0['encoder'])
-    tables = []
-    for r in (r for r in runs if r['encoder_init'] in ok):
-        cfg = experiment_config(scale, device, **settings, p=r['p'], weak_source=r['weak_source'], encoder_init=r['encoder_init'],
-                                n_weak=r['n_weak'] or None, init_weights=(init_weights or {}).get(r['encoder_init']))
-        table, _, _ = run_experiment(cfg, root, device=device)
-        tables.append(table.assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else ''))
-    if not tables: raise RuntimeError(f"no initialisation could run: {skipped}")
-    return pd.concat(tables, ignore_index=True), skipped
+    runs = [r for r in study_runs(inits, sources, weak_sizes) if r['encoder_init'] in ok]
+    if not runs: raise RuntimeError(f"no initialisation could run: {skipped}")
+    root = Path(root).resolve()
+    cfgs = [study_config(r, scale, device, init_weights, **settings) for r in runs]
+    dirs = [study_run_dir(r, c, root) for r, c in zip(runs, cfgs)]
+    todo = [k for k, d in enumerate(dirs) if not (d/'results.csv').exists()]
+    failed = []
+    if workers > 1 and todo:
+        for k in todo: prepare_upstream(cfgs[k], root, device)   # classifiers, MoCo, weak masks: built once, before the kernels start
+        jobs = [(semi_params(dict(runs[k], n_weak=runs[k]['n_weak'] or None, init_weights=cfgs[k]['init_weights']), cfg0, root, device,
+                             **settings), dirs[k]) for k in todo]
+        failed = [o for o in run_semi_jobs(jobs, root/'encoders'/cfg0['scale']/'notebooks', workers) if isinstance(o, str)]
+    else:
+        for k in todo: run_experiment(cfgs[k], root, dirs[k], device)
+    tables = [pd.read_csv(d/'results.csv').assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '')
+              for r, d in zip(runs, dirs) if (d/'results.csv').exists()]
+    if not tables: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
+    return pd.concat(tables, ignore_index=True), skipped, failed
 
 # %% ../nbs/06_encoders.ipynb #b6d6a9a5
 def study_means(results: pd.DataFrame) -> pd.DataFrame:

@@ -18,9 +18,9 @@ from .core import PATHOLOGIES, atomic_write_path, write_json
 from .data import DataFormatError, read_segmentation_json
 
 # %% auto #0
-__all__ = ['Overlaps', 'iou_from_overlaps', 'mask_overlaps', 'iou_masks', 'evaluation_ids', 'rle_overlaps', 'iou_table', 'miou',
-           'bootstrap_replicates', 'ci_frame', 'bootstrap_miou', 'paired_bootstrap', 'pooled_iou', 'pointing_hits',
-           'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
+__all__ = ['Overlaps', 'iou_from_overlaps', 'count_pixels', 'mask_overlaps', 'iou_masks', 'evaluation_ids', 'rle_overlaps',
+           'iou_table', 'miou', 'bootstrap_replicates', 'ci_frame', 'bootstrap_miou', 'paired_bootstrap', 'pooled_iou',
+           'pointing_hits', 'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
 
 # %% ../nbs/01b_metrics.ipynb #dc1dbc97
 class Overlaps(NamedTuple):
@@ -49,6 +49,10 @@ def _as_mask(x) -> torch.Tensor:
     "A bool tensor (on the input's device) from a numpy array or tensor; nonzero is foreground."
     return _as_tensor(x) != 0
 
+def count_pixels(mask: torch.Tensor) -> torch.Tensor:
+    "Foreground pixels of a bool tensor `[..., H, W]` over its last two axes (int32; summing bytes is ~3x faster than bools)."
+    return mask.view(torch.uint8).sum((-2, -1), dtype=torch.int32)
+
 def mask_overlaps(gt, pred) -> Overlaps:
     "`Overlaps` of binary masks `[..., H, W]` (numpy or torch), counted over the last two axes."
     g, p = _as_mask(gt), _as_mask(pred)
@@ -56,7 +60,7 @@ def mask_overlaps(gt, pred) -> Overlaps:
         raise ValueError(f"GT masks {tuple(g.shape)} and predicted masks {tuple(p.shape)} differ in shape; "
                          "predictions must be at the GT's resolution (see chexseg.data.unletterbox)")
     p = p.to(g.device)
-    return Overlaps(*(t.sum((-2, -1)).cpu().numpy() for t in (g & p, g, p)))
+    return Overlaps(*(count_pixels(t).cpu().numpy() for t in (g & p, g, p)))
 
 def iou_masks(gt, pred, true_pos_only: bool = True) -> np.ndarray:
     "Per-(image, pathology) IoU `[N, 10]` of mask stacks `[N, 10, H, W]` with CheXlocalize's semantics."

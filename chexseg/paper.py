@@ -25,7 +25,7 @@ PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'dis
               'CheXseg, CAM, p = 0.9': 0.299, 'CheXseg, IRNet, p = 0.9': 0.294}
 PAPER_GAP_REDUCTION = 0.716
 PAPER_BEATS_RADIOLOGISTS = ('Atelectasis', 'Airspace Opacity', 'Pleural Effusion')
-STAGES = ('sweep', 'distill', 'encoders', 'radiologists')
+STAGES = ('sweep', 'encoders', 'distill', 'radiologists')   # the distillation's random and MoCo teachers are the study's fully-supervised models
 
 # %% ../nbs/08_paper.ipynb #724028cb
 def trial_means(results: pd.DataFrame, keys: list[str], pathology: str = 'mean') -> pd.DataFrame:
@@ -182,15 +182,16 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device)
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device),
              'distill': lambda: run_notebook('05_distill.ipynb', common, executed),
-             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources)), executed),
+             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
     for name in STAGES:
-        if name in stages: run_stage(name, steps[name], log)
-    meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps')},
-                stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
-    write_json(meta, out/'paper.json', indent=2)
-    with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
+        if name not in stages: continue
+        run_stage(name, steps[name], log)
+        meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps')},
+                    workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
+        write_json(meta, out/'paper.json', indent=2)          # after every stage: a run stopped part-way still leaves a summary
+        with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
     return out/'summary.md'
 
 # %% ../nbs/08_paper.ipynb #8a1b591c
@@ -200,7 +201,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--scale', default='auto', help="paper, gpu, cpu, smoke or auto (gpu on CUDA, else cpu)")
     ap.add_argument('--stages', nargs='+', default=list(STAGES), choices=STAGES)
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
-    ap.add_argument('--workers', type=int, default=1, help='p-sweep notebooks run at once')
+    ap.add_argument('--workers', type=int, default=1, help='04_semi kernels run at once by the p-sweep and the encoder study')
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')

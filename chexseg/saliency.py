@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
                           write_json, read_json)
 from .classifier import Classifier, load_classifier, pathology_rows
-from .metrics import Overlaps, iou_from_overlaps, mask_overlaps
+from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps
 from .train import get_batch
 
 # %% auto #0
@@ -162,21 +162,22 @@ def plot_overlays(images: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.999, 0.05))
 
 def threshold_overlaps(maps: torch.Tensor, masks, grid=THRESHOLD_GRID, chunk: int = 8, normalise: bool = True) -> Overlaps:
-    "`Overlaps` [N, 10, G] of the masks `upsample_maps(maps) > grid[g]` with expert `masks` [N, 10, S, S] (`normalise=False`: maps as they are, e.g. probabilities)."
-    bounds, G = torch.tensor(grid, dtype=torch.float32), len(grid)
+    "`Overlaps` [N, 10, G] of the masks `upsample_maps(maps) > grid[g]` with expert `masks` [N, 10, S, S] (`normalise=False`: maps as they are, e.g. probabilities), counted on `maps`' device."
+    dev = maps.device
+    bounds, G = torch.tensor(grid, dtype=torch.float32, device=dev), len(grid)
     def above(counts): return counts.flip(-1).cumsum(-1).flip(-1)[:, 1:]   # pixels in buckets > g, for every g
     inter, pred, gt = [], [], []
     for s in range(0, len(maps), chunk):
-        m = torch.as_tensor(masks[s:s + chunk]).cpu() != 0
-        up, size = maps[s:s + chunk].cpu().float(), tuple(m.shape[-2:])
+        m = torch.as_tensor(masks[s:s + chunk]).to(dev) != 0
+        up, size = maps[s:s + chunk].float(), tuple(m.shape[-2:])
         up = upsample_maps(up, size) if normalise else F.interpolate(up, size=size, mode='bilinear', align_corners=False)
         n = up.shape[0] * up.shape[1]
-        idx = (torch.bucketize(up, bounds) + (G + 1) * torch.arange(n).view(*up.shape[:2], 1, 1)).flatten()
+        idx = (torch.bucketize(up.contiguous(), bounds) + (G + 1) * torch.arange(n, device=dev).view(*up.shape[:2], 1, 1)).flatten()
         pred.append(above(torch.bincount(idx, minlength=n * (G + 1)).view(n, G + 1)))
         inter.append(above(torch.bincount(idx[m.flatten()], minlength=n * (G + 1)).view(n, G + 1)))
-        gt.append(m.sum((-2, -1)).view(n, 1).expand(n, G))
+        gt.append(count_pixels(m).view(n, 1).expand(n, G))
     shape = (len(maps), maps.shape[1], G)
-    return Overlaps(*(torch.cat(t).view(shape).numpy() for t in (inter, gt, pred)))
+    return Overlaps(*(torch.cat(t).view(shape).cpu().numpy() for t in (inter, gt, pred)))
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
     "np.nanmean without the warning for all-NaN slices (they give NaN)."

@@ -191,9 +191,9 @@ def batched_outputs(model: torch.nn.Module, images: torch.Tensor, fn, batch_size
         with autocast(device): out.append(fn(model, x).float().half().to(out_device))
     return torch.cat(out)
 
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32, device=None) -> torch.Tensor:
-    "Sigmoid outputs [N,10,S,S] (float16, CPU) of `model` on `images` [N,1,S,S]."
-    return batched_outputs(model, images, lambda m, x: torch.sigmoid(m(x).float()), batch_size, device)
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32, device=None, out_device='cpu') -> torch.Tensor:
+    "Sigmoid outputs [N,10,S,S] (float16, on `out_device`) of `model` on `images` [N,1,S,S]."
+    return batched_outputs(model, images, lambda m, x: torch.sigmoid(m(x).float()), batch_size, device, out_device)
 
 # %% ../nbs/04_semi.ipynb #31baee55
 def tune_output_thresholds(probs: torch.Tensor, masks: torch.Tensor, grid=THRESHOLD_GRID) -> np.ndarray:
@@ -313,13 +313,15 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
                 init_weights=file_key(up['init_weights']) if up['init_weights'] else None)
 
-def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None) -> dict:
-    "Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, test probabilities."
-    thresholds = tune_output_thresholds(predict_probs(model, val['images'], device=device), val['masks'])
-    probs = predict_probs(model, test['images'], device=device)
-    pred = probs.float() > torch.tensor(thresholds, dtype=torch.float32)[:, None, None]
-    table = pd.DataFrame(iou_masks(test['masks'], pred), index=test['ids'], columns=list(PATHOLOGIES))
-    return dict(table=table, summary=bootstrap_miou(table, n=n_boot, seed=seed), thresholds=thresholds, pred=pred)
+def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:
+    """Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, and the predicted
+    masks of the first `keep` test images (for plots). Probabilities and masks stay on `device`: only the pixel counts come back."""
+    device = get_device(device)
+    thresholds = tune_output_thresholds(predict_probs(model, val['images'], device=device, out_device=device), val['masks'])
+    probs = predict_probs(model, test['images'], device=device, out_device=device)
+    pred = probs > torch.tensor(thresholds, dtype=torch.float32, device=device)[:, None, None]
+    table = pd.DataFrame(iou_masks(test['masks'].to(device), pred), index=test['ids'], columns=list(PATHOLOGIES))
+    return dict(table=table, summary=bootstrap_miou(table, n=n_boot, seed=seed), thresholds=thresholds, pred=pred[:keep].cpu())
 
 def in_memory(dataset: Dataset | None, device=None) -> MaskSet | None:
     "`dataset`'s images and masks rendered or read once into a `MaskSet` on `device` (training then never waits for data)."
@@ -389,9 +391,9 @@ def chexseg_train_segmenter(argv=None):
 
 # %% ../nbs/04_semi.ipynb #fcb68262
 def plot_predictions(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, n: int = 4):
-    "A figure of `n` images with each present pathology's predicted mask (fill) and true mask (outline)."
+    "A figure of `n` images with each present pathology's predicted mask (fill) and true mask (outline); `pred` may cover only the first images."
     import matplotlib.pyplot as plt
-    rows = [i for i in range(len(images)) if truth[i].any()][:n] or list(range(min(n, len(images))))
+    rows = [i for i in range(len(pred)) if truth[i].any()][:n] or list(range(min(n, len(pred))))
     fig, axes = plt.subplots(len(rows), len(PATHOLOGIES), figsize=(1.6 * len(PATHOLOGIES), 1.7 * len(rows)), squeeze=False)
     for r, i in enumerate(rows):
         for c, name in enumerate(PATHOLOGIES):

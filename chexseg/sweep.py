@@ -16,9 +16,9 @@ from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, writ
 from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full', 'table1',
-           'figure2', 'markdown_table', 'provenance_caption', 'write_table', 'save_figure', 'kernel_threads',
-           'sweep_jobs', 'try_run', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full',
+           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'write_table', 'save_figure', 'kernel_threads',
+           'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -43,7 +43,7 @@ def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, cwd: Path
     import papermill as pm
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
     if results.exists(): return results
-    name = f"semi_p{params['p']}_{params['weak_source']}.ipynb"
+    name = f"semi_{out_dir.name}.ipynb"
     pm.execute_notebook(str(semi_notebook()), str(Path(executed_dir)/name), parameters=dict(params, out_dir=str(out_dir)),
                         cwd=str(cwd), kernel_name='python3', progress_bar=False)
     return results
@@ -116,16 +116,28 @@ def kernel_threads(workers: int):
         if old is None: os.environ.pop('OMP_NUM_THREADS', None)
         else: os.environ['OMP_NUM_THREADS'] = old
 
+SEMI_RUN_KEYS = ('p', 'weak_source', 'encoder_init', 'n_weak', 'init_weights')
+
+def semi_params(run: dict, cfg: dict, root: Path, device=None, **settings) -> dict:
+    "The papermill parameters of one run of 04_semi: `run`'s own settings (those of `SEMI_RUN_KEYS` it sets) over `settings`."
+    base = {k: v for k, v in settings.items() if v is not None}
+    return dict(base, **{k: run[k] for k in SEMI_RUN_KEYS if run.get(k) is not None}, scale=cfg['scale'], root=str(root), device=device)
+
 def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings) -> list[tuple[dict, Path]]:
     "The papermill parameters and output folder of each run of the sweep."
-    base = {k: v for k, v in settings.items() if v is not None}
-    return [(dict(base, p=r['p'], weak_source=r['weak_source'], scale=cfg['scale'], root=str(root), device=device),
-             root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
+    return [(semi_params(r, cfg, root, device, **settings), root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
 
 def try_run(job, executed: Path, cwd: Path) -> Path | str:
-    "Run one sweep job; its results CSV, or the error that stopped it (one failed run must not lose the others)."
+    "Run one job of 04_semi; its results CSV, or the error that stopped it (one failed run must not lose the others)."
     try: return run_semi_notebook(job[0], job[1], executed, cwd)
-    except Exception as e: return f"p={job[0]['p']} {job[0]['weak_source']}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+    except Exception as e: return f"{Path(job[1]).name}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+
+def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1) -> list[Path | str]:
+    "Execute the 04_semi `jobs`, `workers` kernels at a time sharing the cores (and the GPU); per job its results CSV or its error."
+    Path(executed).mkdir(parents=True, exist_ok=True)
+    if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
+    with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(lambda j: try_run(j, executed, semi_notebook().parent), jobs))
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
@@ -134,17 +146,14 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     t0 = time.perf_counter()
     runs = sweep_runs(ps, sources)
     cfg = experiment_config(scale, device, **settings)
-    root, cwd = Path(root).resolve(), semi_notebook().parent
+    root = Path(root).resolve()
     jobs = sweep_jobs(runs, cfg, root, device, **settings)
-    executed = root/'sweep'/cfg['scale']/'notebooks'; executed.mkdir(parents=True, exist_ok=True)
-    if collect: outcomes = [j[1]/'results.csv' if (j[1]/'results.csv').exists() else f"p={j[0]['p']} {j[0]['weak_source']}: not run"
-                            for j in jobs]
+    executed = root/'sweep'/cfg['scale']/'notebooks'
+    if collect: outcomes = [j[1]/'results.csv' if (j[1]/'results.csv').exists() else f"{j[1].name}: not run" for j in jobs]
     else:
         for s in sources: prepare_upstream(dict(cfg, p=0.0, weak_source=s), root, device)
         if cfg['encoder_init'] == 'chexpert' or 1.0 in [r['p'] for r in runs]: prepare_upstream(dict(cfg, p=1.0), root, device)
-        if torch.cuda.is_available(): torch.cuda.empty_cache()   # the notebooks' kernels need the memory the upstream stages held
-        with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
-            outcomes = list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
+        outcomes = run_semi_jobs(jobs, executed, workers)
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))

@@ -4,7 +4,7 @@ from chexseg.paper import regenerate, STAGES
 
 
 def test_smoke_paper(tmp_path):
-    summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', ps=[0, 0.9, 1], sources=['cam'])
+    summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', workers=2, ps=[0, 0.9, 1], sources=['cam'])
     out = tmp_path/'figures'/'smoke'
     meta = json.loads((out/'paper.json').read_text())
     assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in STAGES}
@@ -17,3 +17,5 @@ def test_smoke_paper(tmp_path):
     assert '| not run |' not in text, text                          # every claim was checked
     executed = sorted(p.name for p in (tmp_path/'runs'/'paper'/'smoke'/'notebooks').glob('*.ipynb'))
     assert executed == ['05_distill.ipynb', '06_encoders.ipynb', '07_radiologists.ipynb']
+    study = sorted(p.name.split('-')[0] for p in (tmp_path/'runs'/'encoders'/'smoke'/'notebooks').glob('*.ipynb'))
+    assert 'semi_random_fully' in study and 'semi_moco_weak_cam_2' in study, study     # the study's runs went to the kernel pool
