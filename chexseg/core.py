@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f4aadd5d
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, tempfile
+import contextlib, hashlib, json, multiprocessing.util, os, random, shutil, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +13,9 @@ import torch
 # %% auto #0
 __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALIZATION_TO_CHEXPERT', 'localization_name',
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
-           'in_test', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key', 'run_dir',
-           'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'device_name', 'git_commit',
-           'provenance']
+           'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
+           'run_dir', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'device_name',
+           'git_commit', 'provenance']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -80,6 +80,13 @@ def to_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 def in_test() -> bool:
     "True while `nbdev_test` runs the notebooks (it sets `IN_TEST`)."
     return bool(os.environ.get('IN_TEST'))
+
+# %% ../nbs/00_core.ipynb #3cb717fe
+def scratch_dir(prefix: str = 'chexseg-') -> Path:
+    "A new temporary folder, deleted with its contents when this process exits (also in multiprocessing workers)."
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(d),), kwargs=dict(ignore_errors=True), exitpriority=0)
+    return d
 
 # %% ../nbs/00_core.ipynb #403f6023
 def _umask() -> int:

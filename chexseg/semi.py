@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import sys, tempfile, time
+import sys, time
 from pathlib import Path
 
 import numpy as np
