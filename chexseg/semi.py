@@ -206,7 +206,7 @@ SCALES = {
     'paper': dict(size=320, n_classifier=20_000, classifier_epochs=3, n_expert=200, n_weak=100, n_val=100, n_test=500,
                   trials=3, steps=1500, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=5000),
     'gpu':   dict(size=320, n_classifier=6_000, classifier_epochs=2, n_expert=200, n_weak=100, n_val=100, n_test=500,
-                  trials=3, steps=300, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=2000),
+                  trials=3, steps=300, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=1000),
     'cpu':   dict(size=128, n_classifier=1_000, classifier_epochs=1, classifier_arch='resnet18', n_expert=200, n_weak=100,
                   n_val=50, n_test=100, trials=3, steps=100, batch_size=8, lr=1e-3, n_boot=1000, moco_steps=100),
     'smoke': dict(size=64, n_classifier=24, classifier_epochs=1, classifier_arch='resnet18', n_expert=8, n_weak=4,
