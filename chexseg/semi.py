@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 
 from .core import (PATHOLOGIES, CheckpointError, get_device, in_test, load_weights, save_weights, device_name,
                           seed_everything, run_dir, write_json, atomic_write_path, autocast, to_device, provenance)
-from .train import fit, get_batch, is_main_process
+from .train import fit, get_batch, indices_on, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
@@ -105,9 +105,10 @@ class MaskSet(Dataset):
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return {'id': self.ids[i], 'image': self.images[i], 'mask': self.masks[i]}
     def get_batch(self, indices: torch.Tensor, device) -> dict:
-        "Items `indices` gathered in one indexing operation where the tensors live, then moved to `device`."
-        idx = torch.as_tensor(indices).to(self.images.device)
-        return {'id': [self.ids[i] for i in idx.tolist()], 'image': self.images[idx].to(device), 'mask': self.masks[idx].to(device)}
+        "Items `indices` gathered in one indexing operation where the tensors live, then moved to `device` (no GPU round trip)."
+        rows = torch.as_tensor(indices).cpu()
+        idx = indices_on(rows, self.images.device)
+        return {'id': [self.ids[i] for i in rows.tolist()], 'image': self.images[idx].to(device), 'mask': self.masks[idx].to(device)}
     def select(self, rows) -> 'MaskSet':
         "The items `rows` as a new `MaskSet` (same device)."
         rows = list(rows)
@@ -149,10 +150,9 @@ class MixedDataset(Dataset):
             if len(sel) == 0: continue
             parts.append(get_batch(pool, rows[sel], device)); order.append(sel)
         inverse = torch.cat(order).argsort()
-        ids = [i for b in parts for i in b['id']]
-        return {'id': [ids[i] for i in inverse.tolist()], 'image': torch.cat([b['image'] for b in parts])[inverse.to(device)],
-                'mask': torch.cat([torch.as_tensor(b['mask']) for b in parts])[inverse.to(device)],
-                'is_expert': expert.to(device)}
+        ids, where = [i for b in parts for i in b['id']], indices_on(inverse, device)
+        return {'id': [ids[i] for i in inverse.tolist()], 'image': torch.cat([b['image'] for b in parts])[where],
+                'mask': torch.cat([torch.as_tensor(b['mask']) for b in parts])[where], 'is_expert': indices_on(expert, device)}
 
 # %% ../nbs/04_semi.ipynb #5c93dffb
 def segmenter_arch(encoder: str) -> str: return f'deeplabv3plus-{encoder}'

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from .core import autocast, get_device, in_test, load_state, save_state, save_weights, to_device
 
 # %% auto #0
-__all__ = ['step_indices', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process', 'fit']
+__all__ = ['step_indices', 'indices_on', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process',
+           'fit']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -31,6 +32,12 @@ def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, w
     return torch.tensor(idx[rank::world])
 
 # %% ../nbs/00a_train.ipynb #7392d5e9
+def indices_on(indices, device) -> torch.Tensor:
+    "`indices` (a list or a CPU tensor) on `device`; to a GPU from pinned memory without blocking, so the host never waits for the GPU."
+    idx = torch.as_tensor(indices)
+    if idx.is_cuda or torch.device(device).type != 'cuda': return idx.to(device)
+    return idx.pin_memory().to(device, non_blocking=True)
+
 def get_batch(dataset: Dataset, indices: torch.Tensor, device: torch.device) -> dict:
     "Items `indices` of `dataset` collated and moved to `device` (uses `dataset.get_batch` when it has one)."
     if hasattr(dataset, 'get_batch'): batch = dataset.get_batch(indices, device=device)
@@ -48,9 +55,10 @@ class Prerendered(Dataset):
     def __len__(self): return len(next(iter(self.data.values())))
     def __getitem__(self, i): return {k: v[i] for k, v in self.data.items()}
     def get_batch(self, indices: torch.Tensor, device) -> dict:
-        "Items `indices`, gathered where they live and moved to `device`."
-        idx = torch.as_tensor(indices)
-        return {k: v[idx.to(self.device)].to(device) if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in self.data.items()}
+        "Items `indices`, gathered where they live and moved to `device` (the indices never round-trip through the GPU)."
+        idx = torch.as_tensor(indices).cpu()
+        where = indices_on(idx, self.device)
+        return {k: v[where].to(device) if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in self.data.items()}
 
 def on_device_if_cuda(dataset: Dataset, keys, device=None) -> Dataset:
     "`dataset` as a `Prerendered` set on CUDA, where making items a batch at a time would keep the GPU waiting; else itself."
