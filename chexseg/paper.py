@@ -185,13 +185,14 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
              'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
-    for name in STAGES:
-        if name not in stages: continue
-        run_stage(name, steps[name], log)
+    def write_summary():
         meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps')},
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
-        write_json(meta, out/'paper.json', indent=2)          # after every stage: a run stopped part-way still leaves a summary
+        write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
+    for name in (s for s in STAGES if s in stages):
+        run_stage(name, steps[name], log); write_summary()    # after every stage: a run stopped part-way still leaves a summary
+    if not log: write_summary()                                # no stage: the summary of the outputs already in figures/<scale>
     return out/'summary.md'
 
 # %% ../nbs/08_paper.ipynb #8a1b591c
@@ -199,7 +200,7 @@ def chexseg_paper(argv=None):
     "Console entry point: regenerate every figure and table of the paper and the summary."
     ap = argparse.ArgumentParser(prog='chexseg_paper', description=regenerate.__doc__)
     ap.add_argument('--scale', default='auto', help="paper, gpu, cpu, smoke or auto (gpu on CUDA, else cpu)")
-    ap.add_argument('--stages', nargs='+', default=list(STAGES), choices=STAGES)
+    ap.add_argument('--stages', nargs='*', default=list(STAGES), choices=STAGES, help='none: only rewrite the summary from the outputs already there')
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
     ap.add_argument('--workers', type=int, default=1, help='04_semi kernels run at once by the p-sweep and the encoder study')
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
