@@ -72,7 +72,7 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
 def study_means(results: pd.DataFrame) -> pd.DataFrame:
     "Mean over trials of each run's mIoU (over pathologies) and CI bounds."
     keys = ['setting', 'encoder_init', 'weak_source', 'n_weak']
-    return results[results.pathology == 'mean'].groupby(keys, sort=False)[['miou', 'lower', 'upper']].mean().reset_index()
+    return results[results.pathology == 'mean'].groupby(keys, sort=False, dropna=False)[['miou', 'lower', 'upper']].mean().reset_index()   # fully: no weak source
 
 def figure4(results: pd.DataFrame, title: str = ''):
     "Figure 4: (a) fully-supervised mIoU per initialisation, (b) weakly-supervised mIoU against the number of weak maps."
@@ -88,6 +88,7 @@ def figure4(results: pd.DataFrame, title: str = ''):
         for i, g in weak[weak.weak_source == s].groupby('encoder_init', sort=False):
             ax.errorbar(g.n_weak, g.miou, yerr=np.abs(np.stack([g.miou - g.lower, g.upper - g.miou])), marker='o', capsize=3, label=i)
         ax.set(xscale='log', title=f'(b) weakly supervised, {s.upper()} masks', xlabel='weak maps', ylabel='mIoU (test)')
+        sizes = sorted(weak.n_weak.unique()); ax.minorticks_off(); ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
