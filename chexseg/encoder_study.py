@@ -58,8 +58,7 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
     failed = []
     if workers > 1 and todo:
         for k in todo: prepare_upstream(cfgs[k], root, device)   # classifiers, MoCo, weak masks: built once, before the kernels start
-        jobs = [(semi_params(dict(runs[k], n_weak=runs[k]['n_weak'] or None, init_weights=cfgs[k]['init_weights']), cfg0, root, device,
-                             **settings), dirs[k]) for k in todo]
+        jobs = [(semi_params(cfgs[k], cfg0, root, device, **settings), dirs[k]) for k in todo]
         failed = [o for o in run_semi_jobs(jobs, root/'encoders'/cfg0['scale']/'notebooks', workers) if isinstance(o, str)]
     else:
         for k in todo: run_experiment(cfgs[k], root, dirs[k], device)

@@ -136,8 +136,9 @@ def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 
     "Execute the 04_semi `jobs`, `workers` kernels at a time sharing the cores (and the GPU); per job its results CSV or its error."
     Path(executed).mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
+    cwd = semi_notebook().parent
     with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(lambda j: try_run(j, executed, semi_notebook().parent), jobs))
+        return list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
