@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, chexpert_name, seed_everything, get_device,
                           autocast, to_device, in_test, save_weights, load_weights, run_dir, write_json)
 from .train import fit, get_batch, is_main_process, on_device_if_cuda
+from .phantom import phantom_spec, phantom_from_spec
 
 # %% auto #0
 __all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'one_channel', 'Classifier', 'label_columns',
@@ -161,13 +162,9 @@ def _csv_rows(spec: dict) -> pd.DataFrame:
     return table.iloc[offset:offset + n].reset_index(drop=True)
 
 def dataset_from_spec(spec: dict) -> Dataset:
-    "Build the dataset described by `spec`: {'kind': 'phantom', 'split', 'n', 'size', 'seed', 'policy'[, 'offset']}, or 'chexpert'/'folder' ones."
+    "Build the dataset described by `spec`: a `phantom_spec`, or a 'chexpert' or 'folder' one."
     kind = spec.get('kind')
-    if kind == 'phantom':
-        from chexseg.phantom import PhantomDataset, phantom_split
-        offset = int(spec.get('offset', 0))
-        whole = phantom_split(spec['split'], offset + spec['n'], size=spec['size'], seed=spec['seed'], policy=spec['policy'])
-        return PhantomDataset(spec['n'], whole.size, whole.seed, start=whole.start + offset, policy=whole.policy, labels=whole.labels)
+    if kind == 'phantom': return phantom_from_spec(spec)
     if kind == 'chexpert':
         from chexseg.data import CheXpertDataset
         seg = spec.get('seg_json')
@@ -203,9 +200,9 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def data_spec(args) -> dict:
     "The dataset spec of parsed command-line `args`."
-    extra = ({'n': args.n} if args.n is not None else {}) | ({'offset': args.offset} if args.offset else {})
     if args.dataset == 'phantom':
-        return dict(kind='phantom', split=args.split, n=4000, size=args.size, seed=args.data_seed, policy=args.policy) | extra
+        return phantom_spec(args.split, 4000 if args.n is None else args.n, args.size, args.data_seed, args.offset, args.policy)
+    extra = ({'n': args.n} if args.n is not None else {}) | ({'offset': args.offset} if args.offset else {})
     if not args.data_root: raise ValueError(f"--data_root is required with --dataset {args.dataset}")
     if args.dataset == 'chexpert' and not args.csv: raise ValueError("--csv is required with --dataset chexpert")
     spec = dict(kind=args.dataset, root=str(args.data_root), size=args.size, policy=args.policy)

@@ -22,10 +22,10 @@ from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentat
                           write_annotation_json, write_chexpert_csv)
 
 # %% auto #0
-__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'ImageRNG', 'PhantomConfig',
-           'sample_findings', 'sample_case', 'render_batch', 'simulate_report', 'simulate_readers', 'phantom_id',
-           'PhantomDataset', 'phantom_split', 'mask_to_polygons', 'masks_to_annotation', 'phantom_path',
-           'write_phantom', 'chexseg_phantom']
+__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'PHANTOM_VERSION', 'ImageRNG',
+           'PhantomConfig', 'sample_findings', 'sample_case', 'render_batch', 'simulate_report', 'simulate_readers',
+           'phantom_id', 'PhantomDataset', 'phantom_split', 'phantom_spec', 'phantom_from_spec', 'mask_to_polygons',
+           'masks_to_annotation', 'phantom_path', 'write_phantom', 'chexseg_phantom']
 
 # %% ../nbs/01a_phantom.ipynb #7fbf8d27
 _M32 = 0xFFFFFFFF
@@ -1055,6 +1055,23 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     if n > room: raise ValueError(f"Phantom split {split!r} holds at most {room} images, asked for {n}")
     kwargs.setdefault('labels', 'labeler' if split == 'train' else 'true')
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
+
+# %% ../nbs/01a_phantom.ipynb #c0f91961
+PHANTOM_VERSION = 2    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+
+def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
+    "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
+    return dict(kind='phantom', generator=PHANTOM_VERSION, split=split, offset=int(offset), n=int(n), size=int(size),
+                seed=int(seed), policy=policy)
+
+def phantom_from_spec(spec: dict) -> PhantomDataset:
+    "The PhantomDataset a `phantom_spec` describes; a spec written by another version of the generator is refused."
+    if spec.get('generator') != PHANTOM_VERSION:
+        raise ValueError(f"Phantom spec {spec} names generator version {spec.get('generator')}, but this chexseg draws version "
+                         f"{PHANTOM_VERSION}: the films differ. Build specs with phantom_spec().")
+    offset = int(spec.get('offset', 0))
+    whole = phantom_split(spec['split'], offset + spec['n'], size=spec['size'], seed=spec['seed'], policy=spec['policy'])
+    return PhantomDataset(spec['n'], whole.size, whole.seed, start=whole.start + offset, policy=whole.policy, labels=whole.labels)
 
 # %% ../nbs/01a_phantom.ipynb #af3538c6
 _MOORE = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1))   # (dy, dx), clockwise from west

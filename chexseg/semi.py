@@ -18,6 +18,7 @@ from .core import (PATHOLOGIES, CheckpointError, get_device, in_test, load_weigh
                           seed_everything, run_dir, write_json, atomic_write_path, autocast, to_device, provenance)
 from .train import fit, get_batch, indices_on, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
+from .phantom import phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
@@ -240,8 +241,7 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
 # %% ../nbs/04_semi.ipynb #428355cd
 def phantom_splits(cfg: dict) -> dict:
     "Dataset specs of the classifier pool, expert, validation, test and weak-pool splits: disjoint phantom index ranges."
-    def spec(split, offset, n): return dict(kind='phantom', split=split, offset=int(offset), n=int(n), size=cfg['size'],
-                                            seed=cfg['seed'], policy='U-Ones')
+    def spec(split, offset, n): return phantom_spec(split, n, cfg['size'], cfg['seed'], offset)
     n_cls, e = cfg['n_classifier'], cfg['n_expert']
     return dict(classifier=spec('train', 0, n_cls), expert=spec('valid', 0, e), val=spec('valid', e, cfg['n_val']),
                 test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))

@@ -4,6 +4,7 @@ import segmentation_models_pytorch as smp
 from safetensors.torch import save_file
 from chexseg.core import CheckpointError, load_weights
 from chexseg.classifier import dataset_from_spec
+from chexseg.phantom import phantom_spec
 from chexseg.encoders import (imagenet_encoder_state, imagenet_weights_file, init_available, moco_encoder_state, pretrain_moco)
 from chexseg.semi import build_segmenter, experiment_config, init_encoder, load_encoder_state, prepare_upstream, phantom_splits, segmenter_settings
 
@@ -110,7 +111,7 @@ def test_segmenter_cache_keys_on_the_init_weights_file(tmp):
 
 
 def test_pretrain_moco_resumes_exactly(tmp, capsys):
-    spec = dict(kind='phantom', split='train', n=8, size=32, seed=0, policy='U-Ones')
+    spec = phantom_spec('train', 8, size=32)
     ds = dataset_from_spec(spec)
     kw = dict(steps=4, batch_size=4, ckpt_every=2, device='cpu', seed=3)
     whole = pretrain_moco(ds, tmp/'a', spec, **kw)
@@ -127,7 +128,7 @@ def test_pretrain_moco_resumes_exactly(tmp, capsys):
 
 
 def test_different_pretraining_settings_do_not_share_a_cache(tmp):
-    spec = dict(kind='phantom', split='train', n=4, size=32, seed=0, policy='U-Ones')
+    spec = phantom_spec('train', 4, size=32)
     ds = dataset_from_spec(spec)
     a = pretrain_moco(ds, tmp, spec, steps=1, batch_size=4, device='cpu')
     b = pretrain_moco(ds, tmp, spec, steps=1, batch_size=4, device='cpu', temperature=0.1)
@@ -145,3 +146,12 @@ def test_moco_initialisation_end_to_end(tmp, capsys):
     assert len(load_weights(moco, arch='moco-resnet18')[1]['losses']) == experiment_config('smoke')['moco_steps']
     with pytest.raises(FileNotFoundError, match='absent.pth'):
         chexseg_train_segmenter(['--scale', 'smoke', '--encoder_init', 'moco', '--init_weights', str(tmp/'absent.pth'), '--root', str(tmp)])
+
+
+def test_a_new_phantom_version_gets_new_study_folders(tmp, monkeypatch):
+    import chexseg.encoder_study as es
+    run = es.study_runs(['random'], ['cam'], (2,))[1]
+    cfg = es.study_config(run, 'smoke')
+    before = es.study_run_dir(run, cfg, tmp)
+    monkeypatch.setattr(es, 'PHANTOM_VERSION', es.PHANTOM_VERSION + 1)
+    assert es.study_run_dir(run, cfg, tmp) != before
