@@ -261,9 +261,9 @@ def _sample_lung_findings(rng, P, has, apf):
     # lung lesion: one to three nodules, the first possibly a mass; positions in lung-relative coordinates
     P['nod_on'] = _slots(rng, has['Lung Lesion'], [.6, .25, .15])
     P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (3,)), U(0.12, 0.92, (3,)), U(0.08, 0.88, (3,))
-    r = torch.exp(U(math.log(0.015), math.log(0.05), (3,)))
-    P['nod_r'] = torch.cat([torch.where(U() < 0.3, U(0.06, 0.12), r[:, 0])[:, None], r[:, 1:]], 1)
-    P['nod_amp'], P['nod_lob'] = U(0.2, 0.45, (3,)), U(-0.12, 0.12, (3, 3))
+    r = torch.exp(U(math.log(0.022), math.log(0.06), (3,)))      # nodules of about 1 to 3 cm; the first a mass (3.5 to 7 cm) in 30%
+    P['nod_r'] = torch.cat([torch.where(U() < 0.3, U(0.07, 0.14), r[:, 0])[:, None], r[:, 1:]], 1)
+    P['nod_amp'], P['nod_lob'] = U(0.3, 0.55, (3,)), U(-0.12, 0.12, (3, 3))
     P['nod_phase'] = U(0, 2 * math.pi, (3, 3))
     # other airspace opacities (pneumonia, ground glass): one to three hazy patches, mostly lower and peripheral
     P['opa_on'] = _slots(rng, has['Lung Opacity'], [.5, .3, .2])
@@ -276,13 +276,13 @@ def _sample_lung_findings(rng, P, has, apf):
     P['cons_p'], P['cons_r'] = U(0.35, 0.85), U(0.12, 0.28)
     # atelectasis: basal plate or lobar collapse wedge, with volume loss (raised hemidiaphragm)
     P['atel'], P['atel_lobar'], P['atel_side'] = on('Atelectasis', 0.6, 0.9), U() < 0.45, _pick(rng, [.45, .55])
-    P['atel_y'], P['atel_p'], P['atel_ang'] = U(0.06, 0.22), U(0.3, 0.7), N(std=0.15)
+    P['atel_y'], P['atel_p'], P['atel_ang'] = U(0.06, 0.22), U(0.45, 0.85), N(std=0.15)   # plates lie over the aerated base, lateral to the heart
     P['atel_t'], P['atel_len'] = U(0.025, 0.06), U(0.18, 0.38)
     side = F.one_hot(P['atel_side'], 2).float()
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
-    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.02), math.log(0.13))), 0.)
-    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.2, 0.35)
+    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.015), math.log(0.13))), 0.)
+    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.15, 0.32)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
@@ -570,7 +570,7 @@ def _by_side(P, side, k_values):
     return torch.where(side == 0, k_values[0], k_values[1])
 
 def _lesions(P, X, Y):
-    "Nodules and masses: lobulated spheres (density follows the chord length). Returns (density, field)."
+    "Nodules and masses: lobulated spheres (density follows the chord length, so larger ones are denser). Returns (density, field)."
     dens, field = 0, None
     for j in range(P['nod_on'].shape[1]):
         side = P['nod_side'][:, j]
@@ -579,7 +579,8 @@ def _lesions(P, X, Y):
         rho, th = (dx ** 2 + dy ** 2).sqrt(), torch.atan2(dy, dx)
         r = _c(P['nod_r'][:, j]) * (1 + sum(_c(P['nod_lob'][:, j, h]) * torch.cos((h + 2) * th + _c(P['nod_phase'][:, j, h])) for h in range(3)))
         f = torch.where(_c(P['nod_on'][:, j]), r - rho, -torch.ones_like(rho))
-        dens = dens + _c(P['nod_amp'][:, j]) * (1 - (rho / r) ** 2).clamp(min=0).sqrt() * (f > -1).float() * _c(P['nod_on'][:, j].float())
+        amp = P['nod_amp'][:, j] * (P['nod_r'][:, j] / 0.03).sqrt()
+        dens = dens + _c(amp) * (1 - (rho / r) ** 2).clamp(min=0).sqrt() * (f > -1).float() * _c(P['nod_on'][:, j].float())
         field = f if field is None else torch.maximum(field, f)
     return dens, field
 
@@ -895,7 +896,7 @@ def render_batch(seed: int, indices, size: int = 320, cfg: PhantomConfig | None 
     pleural_line = 0.06 * torch.exp(-(f_ptx / 0.003) ** 2) * (f_ptx > -0.02) * lung_occ * (P['ptx'] > 0).view(-1, 1, 1)
     body_mask = f_body > 0
 
-    D = (T - air * (1 - O) + heart * (0.9 * air + 0.04) + bones + vessels + les_dens * lung_occ + eff * 0.5
+    D = (T - air * (1 - O) + heart * (0.9 * air + 0.04) + bones + vessels + les_dens * lung_occ + eff * 0.5 + 0.3 * atl * _c(P['atel_lobar'].float())   # a collapsed lobe: airless tissue
          - _c(P['ptx_air']) * ptx + pleural_line + extra - 0.12 * trachea - 0.2 * bubble)
     D = D.clamp(min=0) + dev_dens * body_mask
     image = torch.maximum(_expose(P, D, rng, size), 0.97 * _markers(P, X0, Y0))
