@@ -261,9 +261,9 @@ def _sample_lung_findings(rng, P, has, apf):
     # lung lesion: one to three nodules, the first possibly a mass; positions in lung-relative coordinates
     P['nod_on'] = _slots(rng, has['Lung Lesion'], [.6, .25, .15])
     P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (3,)), U(0.12, 0.92, (3,)), U(0.08, 0.88, (3,))
-    r = torch.exp(U(math.log(0.022), math.log(0.06), (3,)))      # nodules of about 1 to 3 cm; the first a mass (3.5 to 7 cm) in 30%
+    r = torch.exp(U(math.log(0.025), math.log(0.07), (3,)))      # nodules of about 1.2 to 3.5 cm; the first a mass (3.5 to 7 cm) in 30%
     P['nod_r'] = torch.cat([torch.where(U() < 0.3, U(0.07, 0.14), r[:, 0])[:, None], r[:, 1:]], 1)
-    P['nod_amp'], P['nod_lob'] = U(0.3, 0.55, (3,)), U(-0.12, 0.12, (3, 3))
+    P['nod_amp'], P['nod_lob'] = U(0.35, 0.6, (3,)), U(-0.12, 0.12, (3, 3))
     P['nod_phase'] = U(0, 2 * math.pi, (3, 3))
     # other airspace opacities (pneumonia, ground glass): one to three hazy patches, mostly lower and peripheral
     P['opa_on'] = _slots(rng, has['Lung Opacity'], [.5, .3, .2])
@@ -1058,7 +1058,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 2    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 3    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
