@@ -258,19 +258,19 @@ def _sample_lung_findings(rng, P, has, apf):
     "Where, how big and how dense each lung finding is (zero amplitude where absent)."
     U, N, dev = rng.uniform, rng.normal, apf.device
     on = lambda f, lo, hi: torch.where(has[f], U(lo, hi), 0.)
-    # lung lesion: one to three nodules, the first possibly a mass; positions in lung-relative coordinates
-    P['nod_on'] = _slots(rng, has['Lung Lesion'], [.6, .25, .15])
-    P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (3,)), U(0.12, 0.92, (3,)), U(0.08, 0.88, (3,))
-    r = torch.exp(U(math.log(0.025), math.log(0.07), (3,)))      # nodules of about 1.2 to 3.5 cm; the first a mass (3.5 to 7 cm) in 30%
+    # lung lesion: one to five nodules (several in metastatic disease), the first possibly a mass; positions in lung-relative coordinates
+    P['nod_on'] = _slots(rng, has['Lung Lesion'], [.45, .2, .15, .1, .1])
+    P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (5,)), U(0.12, 0.92, (5,)), U(0.08, 0.88, (5,))
+    r = torch.exp(U(math.log(0.025), math.log(0.07), (5,)))      # nodules of about 1.2 to 3.5 cm; the first a mass (3.5 to 7 cm) in 30%
     P['nod_r'] = torch.cat([torch.where(U() < 0.3, U(0.07, 0.14), r[:, 0])[:, None], r[:, 1:]], 1)
-    P['nod_amp'], P['nod_lob'] = U(0.35, 0.6, (3,)), U(-0.12, 0.12, (3, 3))
-    P['nod_phase'] = U(0, 2 * math.pi, (3, 3))
+    P['nod_amp'], P['nod_lob'] = U(0.35, 0.6, (5,)), U(-0.12, 0.12, (5, 3))
+    P['nod_phase'] = U(0, 2 * math.pi, (5, 3))
     # other airspace opacities (pneumonia, ground glass): one to three hazy patches, mostly lower and peripheral
     P['opa_on'] = _slots(rng, has['Lung Opacity'], [.5, .3, .2])
     P['opa_side'], P['opa_p'], P['opa_q'] = _pick(rng, [.5, .5], (3,)), U(0.3, 1.0, (3,)), U(0.25, 0.95, (3,))
     P['opa_r'], P['opa_amp'] = U(0.08, 0.22, (3,)), U(0.25, 0.55, (3,))
     # edema: bilateral perihilar haze
-    P['edema'], P['edema_r'] = on('Edema', 0.35, 0.75), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
+    P['edema'], P['edema_r'] = on('Edema', 0.2, 0.7), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
     # consolidation: dense, lobar (upper / middle / lower zone), air bronchograms
     P['cons'], P['cons_side'], P['cons_zone'] = on('Consolidation', 0.7, 0.95), _pick(rng, [.6, .4]), _pick(rng, [.3, .2, .5])
     P['cons_p'], P['cons_r'] = U(0.35, 0.85), U(0.12, 0.28)
@@ -281,8 +281,8 @@ def _sample_lung_findings(rng, P, has, apf):
     side = F.one_hot(P['atel_side'], 2).float()
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
-    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.015), math.log(0.13))), 0.)
-    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.15, 0.32)   # small ones are easy to miss
+    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.012), math.log(0.11))), 0.)
+    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.1, 0.28)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
@@ -1058,7 +1058,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 3    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 4    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
