@@ -281,8 +281,8 @@ def _sample_lung_findings(rng, P, has, apf):
     side = F.one_hot(P['atel_side'], 2).float()
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
-    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.012), math.log(0.11))), 0.)
-    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.1, 0.28)   # small ones are easy to miss
+    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.015), math.log(0.12))), 0.)
+    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.12, 0.3)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
@@ -1058,7 +1058,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 4    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 5    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
