@@ -309,8 +309,10 @@ _CURVE_CLASS = (0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 def _sample_devices(rng, P, sd, apf):
     "Tubes, lines, pacemaker and ECG electrodes (Bezier control points in anatomical coordinates)."
     U, N = rng.uniform, rng.normal
-    ett, ng, cvc, pm, ecg = [sd & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
+    picc = sd & (U() < 0.12)                                  # only a thin, faint peripheral line: easy to miss
+    ett, ng, cvc, pm, ecg = [sd & ~picc & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
     cvc = cvc | (sd & ~(ett | ng | cvc | pm | ecg))
+    P['line_amp'] = torch.where(picc, U(0.25, 0.5), 1.)
     xtr, ycar, xm = P['xtr'], P['ycar'], P['xmid']
     top = P['yhc'] - P['hh'] * 0.8
     tip = ycar - U(0.04, 0.16)
@@ -726,7 +728,7 @@ def _devices(P, X, Y, size):
     lines = _splat(P, _bezier_points(P['curves'], 4 * size), _CURVE_CLASS, P['curve_on'], _WIDTH, size)
     occ = _smoothstep((lines - 0.2) / 0.6)
     amp = torch.tensor(_AMP, device=X.device).view(1, 3, 1, 1)
-    dens = (amp * occ).sum(1)
+    dens = (amp * occ).sum(1) - (1 - _c(P['line_amp'])) * amp[:, 1] * occ[:, 1]      # a faint line on some films
     field = lines.max(1).values - 0.5
     c, s = _c(torch.cos(P['pm_ang'])), _c(torch.sin(P['pm_ang']))
     dx, dy = X - _c(P['pm_x']), Y - _c(P['pm_y'])
@@ -1058,7 +1060,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 5    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 6    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
