@@ -309,10 +309,10 @@ _CURVE_CLASS = (0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 def _sample_devices(rng, P, sd, apf):
     "Tubes, lines, pacemaker and ECG electrodes (Bezier control points in anatomical coordinates)."
     U, N = rng.uniform, rng.normal
-    picc = sd & (U() < 0.12)                                  # only a thin, faint peripheral line: easy to miss
-    ett, ng, cvc, pm, ecg = [sd & ~picc & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
+    faint = sd & (U() < 0.12)                                 # only a central line, drawn faint: easy to miss
+    ett, ng, cvc, pm, ecg = [sd & ~faint & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
     cvc = cvc | (sd & ~(ett | ng | cvc | pm | ecg))
-    P['line_amp'] = torch.where(picc, U(0.25, 0.5), 1.)
+    P['line_amp'] = torch.where(faint, U(0.25, 0.5), 1.)
     xtr, ycar, xm = P['xtr'], P['ycar'], P['xmid']
     top = P['yhc'] - P['hh'] * 0.8
     tip = ycar - U(0.04, 0.16)
@@ -727,8 +727,9 @@ def _devices(P, X, Y, size):
     "Density and field (positive = device) of tubes, lines, pacemaker and ECG electrodes."
     lines = _splat(P, _bezier_points(P['curves'], 4 * size), _CURVE_CLASS, P['curve_on'], _WIDTH, size)
     occ = _smoothstep((lines - 0.2) / 0.6)
+    occ[:, 1] = occ[:, 1] * _c(P['line_amp'])                     # radio-opaque lines drawn faint on some films
     amp = torch.tensor(_AMP, device=X.device).view(1, 3, 1, 1)
-    dens = (amp * occ).sum(1) - (1 - _c(P['line_amp'])) * amp[:, 1] * occ[:, 1]      # a faint line on some films
+    dens = (amp * occ).sum(1)
     field = lines.max(1).values - 0.5
     c, s = _c(torch.cos(P['pm_ang'])), _c(torch.sin(P['pm_ang']))
     dx, dy = X - _c(P['pm_x']), Y - _c(P['pm_y'])
