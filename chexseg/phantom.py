@@ -171,9 +171,11 @@ def sample_case(seed: int, indices, cfg: PhantomConfig, device=None) -> dict:
     P['mw'] = U(0.07, 0.095)[:, None] * torch.where(ec, U(1.3, 1.8), 1.0)[:, None] * U(0.9, 1.1, (2,))
     P['ups'], P['mw_grow'] = U(0.035, 0.06, (2,)), U(0.03, 0.06)
     P['knob'], P['yknob'] = U(0.015, 0.045), P['yapex'].mean(1) + U(0.36, 0.46)
-    # heart: its width over the lungs' (cardiothoracic ratio) is over 0.5 with cardiomegaly; AP films magnify it
+    # heart: its true width over the lungs' (cardiothoracic ratio) is over 0.5 with cardiomegaly; the film only estimates it:
+    # AP films magnify the heart, a shallow breath widens it, build and rotation move it a few per cent either way
     P['ctr'] = torch.where(has['Cardiomegaly'], U(0.5, 0.64), U(0.38, 0.5))
-    hwidth = P['ctr'] * (1 + 0.1 * apf) * P['W'].sum(1)
+    seen = P['ctr'] * (1 + 0.1 * apf) * (1 + 0.12 * (1 - insp)) * torch.exp(N(std=0.06)).clamp(0.9, 1.1)
+    hwidth = seen.clamp(max=0.8) * P['W'].sum(1)
     P['hwidth'], P['hh'] = hwidth, hwidth * U(0.42, 0.52)
     P['hx0'] = P['xmid'] - U(0.28, 0.36) * hwidth                 # right heart border (image left)
     P['yhc'] = P['ydome'][:, 1] + U(0.0, 0.06) - 0.55 * P['hh']
@@ -206,7 +208,7 @@ def sample_case(seed: int, indices, cfg: PhantomConfig, device=None) -> dict:
     P['bubble'] = torch.where(U() < 0.6, U(0.04, 0.09), 0.)
     P['air'] = U(0.5, 0.62)
     P['vessel_amp'] = U(0.035, 0.06)
-    P['fold_amp'] = torch.where(U() < 0.15, U(0.03, 0.07), 0.)
+    P['fold_amp'] = torch.where(U() < 0.1 + 0.2 * apf, U(0.03, 0.07), 0.)   # skin folds (pneumothorax look-alikes), common on portable films
     P['fold_side'], P['fold_u'], P['fold_tilt'] = _pick(rng, [.5, .5]), U(0.5, 0.85), N(std=0.15)
     # acquisition
     P['mu'], P['gamma'] = U(1.3, 1.9), U(1.0, 1.4)
@@ -269,8 +271,8 @@ def _sample_lung_findings(rng, P, has, apf):
     P['opa_on'] = _slots(rng, has['Lung Opacity'], [.5, .3, .2])
     P['opa_side'], P['opa_p'], P['opa_q'] = _pick(rng, [.5, .5], (3,)), U(0.3, 1.0, (3,)), U(0.25, 0.95, (3,))
     P['opa_r'], P['opa_amp'] = U(0.08, 0.22, (3,)), U(0.25, 0.55, (3,))
-    # edema: bilateral perihilar haze
-    P['edema'], P['edema_r'] = on('Edema', 0.2, 0.7), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
+    # edema: bilateral perihilar haze, often mild (interstitial)
+    P['edema'], P['edema_r'] = torch.where(has['Edema'], torch.exp(U(math.log(0.12), math.log(0.65))), 0.), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
     # consolidation: dense, lobar (upper / middle / lower zone), air bronchograms
     P['cons'], P['cons_side'], P['cons_zone'] = on('Consolidation', 0.7, 0.95), _pick(rng, [.6, .4]), _pick(rng, [.3, .2, .5])
     P['cons_p'], P['cons_r'] = U(0.35, 0.85), U(0.12, 0.28)
@@ -282,11 +284,11 @@ def _sample_lung_findings(rng, P, has, apf):
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
     P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.015), math.log(0.12))), 0.)
-    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.12, 0.3)   # small ones are easy to miss
+    P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.1, 0.3)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
-    P['eff'] = torch.where(sides, U(0.03, 0.4, (2,)), 0.)
+    P['eff'] = torch.where(sides, torch.exp(U(math.log(0.02), math.log(0.4), (2,))), 0.)   # most are small: a blunted angle
     P['eff_c'], P['eff_amp'] = U(0.08, 0.25, (2,)), U(0.6, 0.9)
     P['eff_layer'] = ap_layer = (apf > 0) & (U() < 0.3)
     # not segmented: pleural thickening and a rib fracture
@@ -309,7 +311,7 @@ _CURVE_CLASS = (0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 def _sample_devices(rng, P, sd, apf):
     "Tubes, lines, pacemaker and ECG electrodes (Bezier control points in anatomical coordinates)."
     U, N = rng.uniform, rng.normal
-    faint = sd & (U() < 0.12)                                 # only a central line, drawn faint: easy to miss
+    faint = sd & (U() < 0.2)                                 # only a central line, drawn faint: easy to miss
     ett, ng, cvc, pm, ecg = [sd & ~faint & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
     cvc = cvc | (sd & ~(ett | ng | cvc | pm | ecg))
     P['line_amp'] = torch.where(faint, U(0.25, 0.5), 1.)
@@ -1061,7 +1063,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 6    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 7    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
