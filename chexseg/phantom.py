@@ -260,10 +260,11 @@ def _sample_lung_findings(rng, P, has, apf):
     "Where, how big and how dense each lung finding is (zero amplitude where absent)."
     U, N, dev = rng.uniform, rng.normal, apf.device
     on = lambda f, lo, hi: torch.where(has[f], U(lo, hi), 0.)
+    logU = lambda lo, hi, shape=(): torch.exp(U(math.log(lo), math.log(hi), shape))   # as many small ones as large
     # lung lesion: one to five nodules (several in metastatic disease), the first possibly a mass; positions in lung-relative coordinates
     P['nod_on'] = _slots(rng, has['Lung Lesion'], [.45, .2, .15, .1, .1])
     P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (5,)), U(0.12, 0.92, (5,)), U(0.08, 0.88, (5,))
-    r = torch.exp(U(math.log(0.025), math.log(0.07), (5,)))      # nodules of about 1.2 to 3.5 cm; the first a mass (3.5 to 7 cm) in 30%
+    r = logU(0.025, 0.07, (5,))      # nodules of about 1.2 to 3.5 cm; the first a mass (3.5 to 7 cm) in 30%
     P['nod_r'] = torch.cat([torch.where(U() < 0.3, U(0.07, 0.14), r[:, 0])[:, None], r[:, 1:]], 1)
     P['nod_amp'], P['nod_lob'] = U(0.35, 0.6, (5,)), U(-0.12, 0.12, (5, 3))
     P['nod_phase'] = U(0, 2 * math.pi, (5, 3))
@@ -272,7 +273,7 @@ def _sample_lung_findings(rng, P, has, apf):
     P['opa_side'], P['opa_p'], P['opa_q'] = _pick(rng, [.5, .5], (3,)), U(0.3, 1.0, (3,)), U(0.25, 0.95, (3,))
     P['opa_r'], P['opa_amp'] = U(0.08, 0.22, (3,)), U(0.25, 0.55, (3,))
     # edema: bilateral perihilar haze, often mild (interstitial)
-    P['edema'], P['edema_r'] = torch.where(has['Edema'], torch.exp(U(math.log(0.12), math.log(0.65))), 0.), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
+    P['edema'], P['edema_r'] = torch.where(has['Edema'], logU(0.12, 0.65), 0.), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
     # consolidation: dense, lobar (upper / middle / lower zone), air bronchograms
     P['cons'], P['cons_side'], P['cons_zone'] = on('Consolidation', 0.7, 0.95), _pick(rng, [.6, .4]), _pick(rng, [.3, .2, .5])
     P['cons_p'], P['cons_r'] = U(0.35, 0.85), U(0.12, 0.28)
@@ -283,12 +284,12 @@ def _sample_lung_findings(rng, P, has, apf):
     side = F.one_hot(P['atel_side'], 2).float()
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
-    P['ptx'] = torch.where(has['Pneumothorax'], torch.exp(U(math.log(0.015), math.log(0.12))), 0.)
+    P['ptx'] = torch.where(has['Pneumothorax'], logU(0.015, 0.12), 0.)
     P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.1, 0.3)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
-    P['eff'] = torch.where(sides, torch.exp(U(math.log(0.02), math.log(0.4), (2,))), 0.)   # most are small: a blunted angle
+    P['eff'] = torch.where(sides, logU(0.02, 0.4, (2,)), 0.)   # most are small: a blunted angle
     P['eff_c'], P['eff_amp'] = U(0.08, 0.25, (2,)), U(0.6, 0.9)
     P['eff_layer'] = ap_layer = (apf > 0) & (U() < 0.3)
     # not segmented: pleural thickening and a rib fracture
@@ -311,7 +312,7 @@ _CURVE_CLASS = (0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2)
 def _sample_devices(rng, P, sd, apf):
     "Tubes, lines, pacemaker and ECG electrodes (Bezier control points in anatomical coordinates)."
     U, N = rng.uniform, rng.normal
-    faint = sd & (U() < 0.2)                                 # only a central line, drawn faint: easy to miss
+    faint = sd & (U() < 0.2)                                  # only a central line, drawn faint: easy to miss
     ett, ng, cvc, pm, ecg = [sd & ~faint & (U() < p) for p in (0.5, 0.5, 0.55, 0.2, 0.5)]
     cvc = cvc | (sd & ~(ett | ng | cvc | pm | ecg))
     P['line_amp'] = torch.where(faint, U(0.25, 0.5), 1.)
