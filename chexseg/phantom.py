@@ -259,8 +259,8 @@ def _slots(rng, on, probs):
 def _sample_lung_findings(rng, P, has, apf):
     "Where, how big and how dense each lung finding is (zero amplitude where absent)."
     U, N, dev = rng.uniform, rng.normal, apf.device
-    on = lambda f, lo, hi: torch.where(has[f], U(lo, hi), 0.)
     logU = lambda lo, hi, shape=(): torch.exp(U(math.log(lo), math.log(hi), shape))   # as many small ones as large
+    on = lambda f, lo, hi, draw=U: torch.where(has[f], draw(lo, hi), 0.)
     # lung lesion: one to five nodules (several in metastatic disease), the first possibly a mass; positions in lung-relative coordinates
     P['nod_on'] = _slots(rng, has['Lung Lesion'], [.45, .2, .15, .1, .1])
     P['nod_side'], P['nod_p'], P['nod_q'] = _pick(rng, [.55, .45], (5,)), U(0.12, 0.92, (5,)), U(0.08, 0.88, (5,))
@@ -273,7 +273,7 @@ def _sample_lung_findings(rng, P, has, apf):
     P['opa_side'], P['opa_p'], P['opa_q'] = _pick(rng, [.5, .5], (3,)), U(0.3, 1.0, (3,)), U(0.25, 0.95, (3,))
     P['opa_r'], P['opa_amp'] = U(0.08, 0.22, (3,)), U(0.25, 0.55, (3,))
     # edema: bilateral perihilar haze, often mild (interstitial)
-    P['edema'], P['edema_r'] = torch.where(has['Edema'], logU(0.12, 0.65), 0.), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
+    P['edema'], P['edema_r'] = on('Edema', 0.12, 0.65, logU), U(0.25, 0.42)[:, None] * U(0.85, 1.15, (2,))
     # consolidation: dense, lobar (upper / middle / lower zone), air bronchograms
     P['cons'], P['cons_side'], P['cons_zone'] = on('Consolidation', 0.7, 0.95), _pick(rng, [.6, .4]), _pick(rng, [.3, .2, .5])
     P['cons_p'], P['cons_r'] = U(0.35, 0.85), U(0.12, 0.28)
@@ -284,7 +284,7 @@ def _sample_lung_findings(rng, P, has, apf):
     side = F.one_hot(P['atel_side'], 2).float()
     P['ydome'] = P['ydome'] - side * torch.where(has['Atelectasis'], U(0.02, 0.07), 0.)[:, None]
     # pneumothorax: a rim of pleural air along the apex and lateral wall
-    P['ptx'] = torch.where(has['Pneumothorax'], logU(0.015, 0.12), 0.)
+    P['ptx'] = on('Pneumothorax', 0.015, 0.12, logU)
     P['ptx_side'], P['ptx_extent'], P['ptx_air'] = _pick(rng, [.5, .5]), U(0.3, 1.0), U(0.1, 0.3)   # small ones are easy to miss
     # pleural effusion: basal opacity with a meniscus; on supine AP films sometimes layering haze
     mode = _pick(rng, [.4, .35, .25])                 # both, right (image left), left
