@@ -194,11 +194,12 @@ def device_name(device=None) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 def git_commit(path: str | Path = '.') -> str:
-    "$CHEXSEG_COMMIT when set (a copy run elsewhere), else the git commit of the repository holding `path` (+dirty if changed), else 'unknown'."
+    "$CHEXSEG_COMMIT when set (a copy run elsewhere), else the git commit of the repository holding `path` (+dirty if its code changed), else 'unknown'."
     if os.environ.get('CHEXSEG_COMMIT'): return os.environ['CHEXSEG_COMMIT']
     try:
         run = lambda *a: subprocess.run(['git', *a], cwd=path, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return run('rev-parse', '--short', 'HEAD') + ('+dirty' if run('status', '--porcelain', '--untracked-files=no') else '')
+        changed = run('status', '--porcelain', '--untracked-files=no', '--', ':(top,exclude)figures')
+        return run('rev-parse', '--short', 'HEAD') + ('+dirty' if changed else '')
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
 def provenance(device=None, wall_s: float | None = None) -> dict:
