@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, write_json
+from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, read_json, write_json
 from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full',
-           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'write_table', 'save_figure', 'kernel_threads',
-           'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'runs_provenance', 'write_table', 'save_figure',
+           'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep',
+           'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -92,8 +93,17 @@ def provenance_caption(what: str, meta: dict) -> str:
     "The provenance line under a figure or table: `what`, then device, torch, commit, date, wall time, and what was skipped or missing."
     skipped = f", skipped: {', '.join(meta['skipped'])}" if meta.get('skipped') else ''
     missing = f", {len(meta['failed'])} runs missing" if meta.get('failed') else ''
+    runs = ''
+    if meta.get('runs_wall_s') is not None:
+        at = [c for c in meta.get('run_commits', []) if c != meta['commit']]
+        runs = f" (its runs: {meta['runs_wall_s']} s" + (f" at commit {', '.join(meta['run_commits'])}" if at else '') + ')'
     return (f"{what}, {meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, "
-            f"wall {meta['wall_s']} s{skipped}{missing}")
+            f"wall {meta['wall_s']} s{runs}{skipped}{missing}")
+
+def runs_provenance(results_csvs) -> dict:
+    "The wall time the runs behind `results_csvs` took themselves and the commits they ran at, from each run's run.json."
+    metas = [read_json(p) for p in (Path(c).parent/'run.json' for c in results_csvs) if p.exists()]
+    return dict(runs_wall_s=round(sum(m.get('wall_s') or 0 for m in metas), 1), run_commits=sorted({m.get('commit', 'unknown') for m in metas}))
 
 def write_table(table: pd.DataFrame, stem: Path, title: str, caption: str, notes: str = ''):
     "`table` as `stem.csv` and as a Markdown page `stem.md` with `title`, `notes` and the provenance `caption`."
@@ -160,7 +170,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
     results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
     write_sweep_outputs(results, Path(figures)/cfg['scale'], dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
-                                                               **provenance(device, time.perf_counter() - t0)))
+                                                               **runs_provenance(done), **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
     return results
 
