@@ -14,7 +14,7 @@ from .core import atomic_write_path, in_test, provenance, settings_key, write_js
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .phantom import PHANTOM_VERSION
 from .semi import WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
-from .sweep import provenance_caption, run_semi_jobs, save_figure, semi_params, write_table
+from .sweep import provenance_caption, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0
 __all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'run_study', 'study_means', 'figure4', 'table2',
@@ -45,9 +45,10 @@ def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
     return Path(root)/'encoders'/cfg['scale']/f"{name}-{key}"
 
 def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
-              device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str]]:
+              device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:
     """Run the study, `workers` 04_semi kernels at a time (1: one run after another in this process); return the long results
-    table, the skipped initialisations with their reasons and the runs that failed. Finished runs are read, not repeated."""
+    table, the skipped initialisations with their reasons, the runs that failed and the finished runs' own wall time and
+    commits (`runs_provenance`). Finished runs are read, not repeated."""
     cfg0 = experiment_config(scale, device, **settings)
     weak_sizes = WEAK_SIZES[cfg0['scale']] if weak_sizes is None else weak_sizes
     ok, skipped = available_inits(inits, init_weights, cfg0['encoder'])
@@ -64,10 +65,10 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
         failed = [o for o in run_semi_jobs(jobs, root/'encoders'/cfg0['scale']/'notebooks', workers) if isinstance(o, str)]
     else:
         for k in todo: run_experiment(cfgs[k], root, dirs[k], device)
-    tables = [pd.read_csv(d/'results.csv').assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '')
-              for r, d in zip(runs, dirs) if (d/'results.csv').exists()]
-    if not tables: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
-    return pd.concat(tables, ignore_index=True), skipped, failed
+    done = [(r, d/'results.csv') for r, d in zip(runs, dirs) if (d/'results.csv').exists()]
+    if not done: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
+    tables = [pd.read_csv(c).assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '') for r, c in done]
+    return pd.concat(tables, ignore_index=True), skipped, failed, runs_provenance([c for _, c in done])
 
 # %% ../nbs/06_encoders.ipynb #b6d6a9a5
 def study_means(results: pd.DataFrame) -> pd.DataFrame:
