@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_distill.ipynb #f0301ced
 from __future__ import annotations
-import argparse, time
+import argparse, multiprocessing, time, warnings
+from concurrent.futures import ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 
@@ -25,14 +26,15 @@ from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
-from .sweep import provenance_caption, save_figure, write_table
+from .sweep import kernel_threads, provenance_caption, save_figure, write_table
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
            'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
            'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
-           'distill_rows', 'check_distill_args', 'run_distillation', 'distill_table', 'figure3',
-           'write_distill_outputs', 'chexseg_distill']
+           'distill_rows', 'check_distill_args', 'distill_setup', 'distill_init', 'distill_init_job',
+           'distill_in_processes', 'run_distillation', 'distill_table', 'figure3', 'write_distill_outputs',
+           'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -157,52 +159,87 @@ def check_distill_args(fractions, trials: int, steps: int, tau: float, min_unlab
     if not tau > 0: raise ValueError(f"the temperature tau must be positive, got {tau}")
     return fractions
 
+def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str | Path, device, min_unlabeled: int) -> dict:
+    """What every initialisation's teachers and students share: each one's upstream stages, the validation and test
+    splits on the device, the classifier pool the unlabeled images come from and the pool size of each fraction.
+    An initialisation that cannot load its weights fails here, before any training."""
+    seed_everything(cfg['seed'])
+    ups = {init: prepare_upstream(teacher_config(cfg, init), root, device) for init in use}
+    first = ups[use[0]]
+    expert = in_memory(first['datasets']['expert'], device)
+    for init, up in ups.items():
+        up.update(expert_set=expert, weak_set=None)
+        init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
+    pool_data = first['datasets']['classifier']
+    return dict(ups=ups, val=stack_split(first['datasets']['val'], device=device), test=stack_split(first['datasets']['test'], device=device),
+                pool_data=pool_data, pool_spec=first['specs']['classifier'],
+                sizes={f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions})
+
+def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:
+    "The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets)`."
+    tcfg, up, val, test, sizes = teacher_config(cfg, init), ctx['ups'][init], ctx['val'], ctx['test'], ctx['sizes']
+    rows = []
+    for trial in range(trials):
+        seed = cfg['seed'] + trial
+        images = render_images(ctx['pool_data'], unlabeled_rows(len(ctx['pool_data']), max(sizes.values()), seed), device)
+        teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, val, test, device)
+        rows.append(distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0))
+        pool = dict(spec=ctx['pool_spec'], seed=seed)
+        targets = cached_teacher_logits(teacher, t_weights, images, dict(pool, n=len(images)), root, device)
+        for f, n in tqdm(sizes.items(), desc=f'{init} students, trial {trial}', disable=in_test(), leave=False):
+            out = run_dir(root, 'student', student_settings(tcfg, up, t_weights, pool, n, trial, steps, lr, tau))
+            student, _ = train_student(images[:n], targets[:n], out, encoder=cfg['encoder'], init=init,
+                                       init_weights=encoder_weights(up), steps=steps, batch_size=cfg['batch_size'],
+                                       lr=lr, tau=tau, seed=seed, device=device, desc=f'student {init} {f:g} trial {trial}')
+            s_res = evaluate_segmenter(student, val, test, cfg['n_boot'], seed, device)
+            rows.append(distill_rows(s_res['summary'], tcfg, trial, 'student', f, n))
+            gain = paired_bootstrap(s_res['table'], t_res['table'], cfg['n_boot'], seed).assign(n_images=np.nan)
+            rows.append(distill_rows(gain, tcfg, trial, 'student-teacher', f, n))
+    return rows, targets[0].nbytes
+
+def distill_init_job(cfg: dict, init: str, fractions: list[float], root: str | Path, device, trials: int, steps: int, lr: float,
+                     tau: float, min_unlabeled: int) -> tuple:
+    "`distill_init` in a process of its own: sets up what it needs (read from the cache the parent filled) and runs."
+    device = get_device(device)
+    return distill_init(distill_setup(cfg, [init], fractions, root, device, min_unlabeled), cfg, init, root, device, trials, steps, lr, tau)
+
+def distill_in_processes(ctx: dict, cfg: dict, use: list[str], fractions: list[float], root: str | Path, device, trials: int,
+                         steps: int, lr: float, tau: float, min_unlabeled: int, workers: int) -> list[tuple]:
+    """`distill_init` for every initialisation, `workers` processes at a time sharing the device (and the CPU cores).
+    An initialisation whose process fails (out of memory, say) is run again here, reusing what its process cached."""
+    from chexseg.distill import distill_init_job as job   # the package's: a spawned process cannot import a notebook's function
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    with kernel_threads(workers), ProcessPoolExecutor(min(workers, len(use)), mp_context=multiprocessing.get_context('spawn')) as pool:
+        futures = [pool.submit(job, cfg, init, fractions, root, device, trials, steps, lr, tau, min_unlabeled) for init in use]
+        wait(futures)
+    parts = []
+    for init, f in zip(use, futures):
+        try: parts.append(f.result())
+        except Exception as e:
+            warnings.warn(f"the distillation process for {init!r} failed ({type(e).__name__}: {e}); running {init!r} in this process")
+            parts.append(distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau))
+    return parts
+
 def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 'chexpert'), root: str | Path = 'runs',
                      device=None, trials: int | None = None, steps: int | None = None, lr: float = 1e-3, tau: float = 10.,
-                     min_unlabeled: int = 4, figures: str | Path = 'figures') -> pd.DataFrame:
+                     min_unlabeled: int = 4, figures: str | Path = 'figures', workers: int = 1) -> pd.DataFrame:
     """Teachers and students for every registered init in `inits`, fraction and trial; the long results table.
-    Writes figure 3, the table and the run's JSON into `figures/<scale>/`."""
+    With `workers > 1` the initialisations train in that many processes at once. Writes figure 3, the table and the
+    run's JSON into `figures/<scale>/`."""
     t0 = time.perf_counter()
     trials, steps = trials or cfg['trials'], steps or cfg['steps']
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} can run here: {skipped}")
-    device = get_device(device); seed_everything(cfg['seed'])
-    ups = {init: prepare_upstream(teacher_config(cfg, init), root, device) for init in use}
-    first = ups[use[0]]
-    expert = in_memory(first['datasets']['expert'], device)
-    for init, up in ups.items():   # an initialisation that cannot load its weights fails here, before any training
-        up.update(expert_set=expert, weak_set=None)
-        init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
-    val, test = stack_split(first['datasets']['val'], device=device), stack_split(first['datasets']['test'], device=device)
-    pool_data, pool_spec = first['datasets']['classifier'], first['specs']['classifier']
-    sizes = {f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions}
-    rows, targets_bytes = [], None
-    for trial in range(trials):
-        seed = cfg['seed'] + trial
-        pool_rows = unlabeled_rows(len(pool_data), max(sizes.values()), seed)
-        images = render_images(pool_data, pool_rows, device)
-        for init in use:
-            tcfg, up = teacher_config(cfg, init), ups[init]
-            teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, val, test, device)
-            rows.append(distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0))
-            targets = cached_teacher_logits(teacher, t_weights, images, dict(spec=pool_spec, seed=seed, n=len(images)), root, device)
-            targets_bytes = targets[0].nbytes
-            for f, n in tqdm(sizes.items(), desc=f'{init} students, trial {trial}', disable=in_test(), leave=False):
-                pool = dict(spec=pool_spec, seed=seed)
-                out = run_dir(root, 'student', student_settings(tcfg, up, t_weights, pool, n, trial, steps, lr, tau))
-                student, _ = train_student(images[:n], targets[:n], out, encoder=cfg['encoder'], init=init,
-                                           init_weights=encoder_weights(up), steps=steps, batch_size=cfg['batch_size'],
-                                           lr=lr, tau=tau, seed=seed, device=device, desc=f'student {init} {f:g} trial {trial}')
-                s_res = evaluate_segmenter(student, val, test, cfg['n_boot'], seed, device)
-                rows.append(distill_rows(s_res['summary'], tcfg, trial, 'student', f, n))
-                gain = paired_bootstrap(s_res['table'], t_res['table'], cfg['n_boot'], seed).assign(n_images=np.nan)
-                rows.append(distill_rows(gain, tcfg, trial, 'student-teacher', f, n))
-    results = pd.concat(rows, ignore_index=True)
+    device = get_device(device)
+    ctx = distill_setup(cfg, use, fractions, root, device, min_unlabeled)   # builds every upstream stage once, before any process starts
+    if workers > 1 and len(use) > 1: parts = distill_in_processes(ctx, cfg, use, fractions, root, device, trials, steps, lr, tau, min_unlabeled, workers)
+    else: parts = [distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau) for init in use]
+    results = pd.concat([r for rows, _ in parts for r in rows], ignore_index=True)
     settings = {k: v for k, v in dict(cfg, trials=trials).items() if k not in ('p', 'weak_source', 'encoder_init')}
-    meta = dict(settings=settings, teacher_p=1.0, fractions=fractions, sizes={str(f): n for f, n in sizes.items()}, inits=use, skipped=skipped,
-                trials=trials, student_steps=steps, student_lr=lr, tau=tau, min_unlabeled=min_unlabeled,
-                teacher_targets=f"float16 coarse logits, {targets_bytes} bytes per image",
+    meta = dict(settings=settings, teacher_p=1.0, fractions=fractions, sizes={str(f): n for f, n in ctx['sizes'].items()}, inits=use,
+                skipped=skipped, trials=trials, student_steps=steps, student_lr=lr, tau=tau, min_unlabeled=min_unlabeled,
+                teacher_targets=f"float16 coarse logits, {parts[0][1]} bytes per image", workers=workers,
                 **provenance(device, time.perf_counter() - t0))
     if is_main_process(): write_distill_outputs(results, Path(figures)/cfg['scale'], meta)
     return results
@@ -257,9 +294,9 @@ def chexseg_distill(argv=None):
     ap.add_argument('--min_unlabeled', type=int, default=4)
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--tau', type=float, default=10.)
     ap.add_argument('--data_root'); ap.add_argument('--root', default='runs'); ap.add_argument('--figures', default='figures')
-    ap.add_argument('--device')
+    ap.add_argument('--device'); ap.add_argument('--workers', type=int, default=1, help='initialisations trained at once, each in its own process')
     a = ap.parse_args(argv)
     cfg = experiment_config(a.scale, a.device, size=a.size, seed=a.seed, n_test=a.n_test, n_classifier=a.n_classifier,
                             data_root=a.data_root)
-    res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau, a.min_unlabeled, a.figures)
+    res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau, a.min_unlabeled, a.figures, a.workers)
     print(distill_table(res).round(3).to_string())

@@ -181,7 +181,7 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     out, executed = figures/cfg['scale'], root/'paper'/cfg['scale']/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device)
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device),
-             'distill': lambda: run_notebook('05_distill.ipynb', common, executed),
+             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers), executed),
              'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
@@ -202,7 +202,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--scale', default='auto', help="paper, gpu, cpu, smoke or auto (gpu on CUDA, else cpu)")
     ap.add_argument('--stages', nargs='*', default=list(STAGES), choices=STAGES, help='none: only rewrite the summary from the outputs already there')
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
-    ap.add_argument('--workers', type=int, default=1, help='04_semi kernels run at once by the p-sweep and the encoder study')
+    ap.add_argument('--workers', type=int, default=1, help='04_semi kernels run at once by the p-sweep and the encoder study; distillation processes (one per initialisation)')
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
