@@ -5,7 +5,7 @@
 # %% ../nbs/05_distill.ipynb #f0301ced
 from __future__ import annotations
 import argparse, multiprocessing, time, warnings
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -211,7 +211,6 @@ def distill_in_processes(ctx: dict, cfg: dict, use: list[str], fractions: list[f
     if device.type == 'cuda': torch.cuda.empty_cache()
     with kernel_threads(workers), ProcessPoolExecutor(min(workers, len(use)), mp_context=multiprocessing.get_context('spawn')) as pool:
         futures = [pool.submit(job, cfg, init, fractions, root, device, trials, steps, lr, tau, min_unlabeled) for init in use]
-        wait(futures)
     parts = []
     for init, f in zip(use, futures):
         try: parts.append(f.result())
