@@ -13,7 +13,7 @@ import pandas as pd
 from .core import atomic_write_path, in_test, provenance, settings_key, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .phantom import PHANTOM_VERSION
-from .semi import WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
 from .sweep import provenance_caption, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0
@@ -89,7 +89,7 @@ def figure4(results: pd.DataFrame, title: str = ''):
     for ax, s in zip(axes[0, 1:], sources):
         for i, g in weak[weak.weak_source == s].groupby('encoder_init', sort=False):
             ax.errorbar(g.n_weak, g.miou, yerr=np.abs(np.stack([g.miou - g.lower, g.upper - g.miou])), marker='o', capsize=3, label=i)
-        ax.set(xscale='log', title=f'(b) weakly supervised, {s.upper()} masks', xlabel='weak maps', ylabel='mIoU (test)')
+        ax.set(xscale='log', title=f'(b) weakly supervised, {WEAK_SOURCE_NAMES[s]} masks', xlabel='weak maps', ylabel='mIoU (test)')
         sizes = sorted(weak.n_weak.unique()); ax.minorticks_off(); ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9); fig.tight_layout()
@@ -99,7 +99,7 @@ def table2(results: pd.DataFrame) -> pd.DataFrame:
     "Table 2: mIoU [95% CI] of every run, initialisations as rows, (setting, weak source, weak maps) as columns."
     m = study_means(results)
     m['cell'] = [f"{r.miou:.3f} [{r.lower:.3f}, {r.upper:.3f}]" for r in m.itertuples()]
-    m['run'] = ['fully supervised' if r.setting == 'fully' else f"{r.weak_source.upper()}, {r.n_weak} maps" for r in m.itertuples()]
+    m['run'] = ['fully supervised' if r.setting == 'fully' else f"{WEAK_SOURCE_NAMES[r.weak_source]}, {r.n_weak} maps" for r in m.itertuples()]
     return m.pivot(index='encoder_init', columns='run', values='cell').reindex(columns=list(dict.fromkeys(m.run)),
                                                                              index=list(dict.fromkeys(m.encoder_init)))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, provenance, write_json
-from .semi import WEAK_SOURCES, experiment_config
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, experiment_config
 from .sweep import PAPER_PS, markdown_table, notebook_path, run_sweep
 
 # %% auto #0
@@ -70,7 +70,7 @@ def claim_inverted_u(sweep: pd.DataFrame | None) -> tuple[str, str]:
     parts, ok = [], []
     for s, g in t[t.p < 1].groupby('weak_source'):
         best = g.sort_values('miou').iloc[-1]
-        parts.append(f"{s.upper()}: best p = {best.p:g} ({best.miou:.3f}) vs p = 1 ({full:.3f})")
+        parts.append(f"{WEAK_SOURCE_NAMES[s]}: best p = {best.p:g} ({best.miou:.3f}) vs p = 1 ({full:.3f})")
         ok.append(0.8 <= best.p < 1 and best.miou > full)
     return ('holds' if all(ok) else 'does not hold'), '; '.join(parts)
 

@@ -26,16 +26,17 @@ from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, i
 from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
-__all__ = ['WEAK_SOURCES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
-           'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet',
-           'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter', 'batched_outputs', 'predict_probs',
-           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
-           'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
-           'evaluate_segmenter', 'in_memory', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
-           'plot_predictions']
+__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter',
+           'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
+           'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter',
+           'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
+           'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset',
+           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'run_trial', 'summary_rows', 'run_experiment',
+           'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
+WEAK_SOURCE_NAMES = {'cam': 'CAM', 'irnet': 'IRNet'}   # as figures and tables spell them
 
 def check_choice(value, choices, what: str):
     "Return `value` if it is one of `choices`, else raise naming `what` and the valid choices."

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, read_json, write_json
-from .semi import WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full',
@@ -70,7 +70,7 @@ def figure2(results: pd.DataFrame, title: str = ''):
     ax = fig.add_subplot(gs[:, :2])
     for s, g in res[res.pathology == 'mean'].groupby('weak_source'):
         m = g.groupby('p').miou.mean()
-        line, = ax.plot(m.index, m.values, marker='o', label=s.upper())
+        line, = ax.plot(m.index, m.values, marker='o', label=WEAK_SOURCE_NAMES[s])
         ax.scatter(g.p, g.miou, color=line.get_color(), alpha=.35, s=14)
     ax.set(xlabel='p (probability of an expert sample)', ylabel='mIoU (test)', title='Mean over pathologies'); ax.legend()
     for k, name in enumerate(PATHOLOGIES):
