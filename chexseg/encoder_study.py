@@ -77,7 +77,7 @@ def study_means(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.pathology == 'mean'].groupby(keys, sort=False, dropna=False)[['miou', 'lower', 'upper']].mean().reset_index()   # fully: no weak source
 
 def figure4(results: pd.DataFrame, title: str = ''):
-    "Figure 4: (a) fully-supervised mIoU per initialisation, (b) weakly-supervised mIoU against the number of weak maps."
+    "Figure 4: (a) fully-supervised mIoU per initialisation, (b, c, ...) weakly-supervised mIoU against the number of weak maps, per weak source."
     import matplotlib.pyplot as plt
     m = study_means(results)
     full, weak = m[m.setting == 'fully'], m[m.setting == 'weak']
@@ -86,10 +86,10 @@ def figure4(results: pd.DataFrame, title: str = ''):
     ax = axes[0, 0]
     ax.bar(full.encoder_init, full.miou, yerr=np.abs(np.stack([full.miou - full.lower, full.upper - full.miou])), capsize=3, color='tab:gray')
     ax.set(title='(a) fully supervised (p = 1)', ylabel='mIoU (test)')
-    for ax, s in zip(axes[0, 1:], sources):
+    for ax, s, letter in zip(axes[0, 1:], sources, 'bcdefgh'):
         for i, g in weak[weak.weak_source == s].groupby('encoder_init', sort=False):
             ax.errorbar(g.n_weak, g.miou, yerr=np.abs(np.stack([g.miou - g.lower, g.upper - g.miou])), marker='o', capsize=3, label=i)
-        ax.set(xscale='log', title=f'(b) weakly supervised, {WEAK_SOURCE_NAMES[s]} masks', xlabel='weak maps', ylabel='mIoU (test)')
+        ax.set(xscale='log', title=f'({letter}) weakly supervised, {WEAK_SOURCE_NAMES[s]} masks', xlabel='weak maps', ylabel='mIoU (test)')
         sizes = sorted(weak.n_weak.unique()); ax.minorticks_off(); ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9); fig.tight_layout()
