@@ -32,7 +32,7 @@ from .sweep import kernel_threads, provenance_caption, save_figure, write_table
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
            'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
            'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
-           'distill_rows', 'check_distill_args', 'distill_setup', 'distill_init', 'distill_init_job',
+           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_init', 'distill_init_job',
            'distill_in_processes', 'run_distillation', 'distill_table', 'figure3', 'write_distill_outputs',
            'chexseg_distill']
 
@@ -173,7 +173,13 @@ def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str |
     pool_data = first['datasets']['classifier']
     return dict(ups=ups, val=stack_split(first['datasets']['val'], device=device), test=stack_split(first['datasets']['test'], device=device),
                 pool_data=pool_data, pool_spec=first['specs']['classifier'],
-                sizes={f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions})
+                sizes={f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions}, images={})
+
+def trial_images(ctx: dict, seed: int, device) -> torch.Tensor:
+    "The unlabeled images of the trial with `seed`, rendered once and kept in `ctx` for the other initialisations."
+    if seed not in ctx['images']:
+        ctx['images'][seed] = render_images(ctx['pool_data'], unlabeled_rows(len(ctx['pool_data']), max(ctx['sizes'].values()), seed), device)
+    return ctx['images'][seed]
 
 def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:
     "The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets)`."
@@ -181,7 +187,7 @@ def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, tria
     rows = []
     for trial in range(trials):
         seed = cfg['seed'] + trial
-        images = render_images(ctx['pool_data'], unlabeled_rows(len(ctx['pool_data']), max(sizes.values()), seed), device)
+        images = trial_images(ctx, seed, device)
         teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, val, test, device)
         rows.append(distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0))
         pool = dict(spec=ctx['pool_spec'], seed=seed)

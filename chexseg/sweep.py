@@ -95,8 +95,8 @@ def provenance_caption(what: str, meta: dict) -> str:
     missing = f", {len(meta['failed'])} runs missing" if meta.get('failed') else ''
     runs = ''
     if meta.get('runs_wall_s') is not None:
-        at = [c for c in meta.get('run_commits', []) if c != meta['commit']]
-        runs = f" (its runs: {meta['runs_wall_s']} s" + (f" at commit {', '.join(meta['run_commits'])}" if at else '') + ')'
+        elsewhere = set(meta.get('run_commits', [])) - {meta['commit']}
+        runs = f" (its runs: {meta['runs_wall_s']} s" + (f" at commit {', '.join(meta['run_commits'])}" if elsewhere else '') + ')'
     return (f"{what}, {meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, "
             f"wall {meta['wall_s']} s{runs}{skipped}{missing}")
 
