@@ -27,6 +27,7 @@ def _worker(rank, world, port, out):
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     w = train_once()
     if rank == 0: torch.save(w, out)
+    dist.barrier()                 # both ranks finished before either tears gloo down (a rank leaving early can abort the other)
     dist.destroy_process_group()
 
 
