@@ -19,7 +19,7 @@ import torchvision
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, chexpert_name, seed_everything, get_device,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
                           autocast, to_device, in_test, save_weights, load_weights, run_dir, write_json)
 from .train import fit, get_batch, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
@@ -127,6 +127,7 @@ class BatchNormGroups(nn.Module):
         return torch.stack([self.model(x[g::groups]) for g in range(groups)], 1).flatten(0, 1)
 
 # %% ../nbs/02_classifier.ipynb #dab9f05b
+@timed_phase('classifier training')
 def train_classifier(dataset: Dataset, root: str | Path, data: dict, arch: str = 'densenet121', labels: str = 'chexpert',
                      lr: float = 1e-4, batch_size: int = 16, epochs: float = 3, ckpt_every: int = 500, seed: int = 0,
                      bn_batch: int | None = None, device=None) -> Path:

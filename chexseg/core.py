@@ -15,7 +15,7 @@ __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALI
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
            'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
            'run_dir', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'device_name',
-           'git_commit', 'provenance']
+           'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -206,3 +206,38 @@ def provenance(device=None, wall_s: float | None = None) -> dict:
     "Device, torch version, date, commit and wall time of a result, for its metadata."
     return dict(device=device_name(device), torch=torch.__version__, date=datetime.datetime.now().isoformat(timespec='seconds'),
                 commit=git_commit(Path(__file__).parent if '__file__' in globals() else '.'), wall_s=None if wall_s is None else round(wall_s, 1))
+
+# %% ../nbs/00_core.ipynb #15bb42e4
+import time
+
+_PHASES: dict[str, float] = {}    # this process's seconds per phase, less the phases timed inside it
+_OPEN: list[float] = []           # per phase now open, the seconds its nested phases took so far
+
+def _finish_gpu_work():
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): torch.cuda.synchronize()
+
+@contextlib.contextmanager
+def timed_phase(name: str):
+    "Charge the wall time of the block (or of each call, as a decorator), less the phases timed inside it, to phase `name`."
+    _finish_gpu_work(); t0 = time.perf_counter(); _OPEN.append(0.0)
+    try: yield
+    finally:
+        _finish_gpu_work(); dt = time.perf_counter() - t0; inner = _OPEN.pop()
+        _PHASES[name] = _PHASES.get(name, 0.0) + dt - inner
+        if _OPEN: _OPEN[-1] += dt
+
+def phase_tally() -> dict:
+    "A copy of this process's seconds per phase so far (pass it to `phases_since` later)."
+    return dict(_PHASES)
+
+def phases_since(tally: dict, digits: int = 1) -> dict:
+    "Seconds per phase spent since `tally` was taken, rounded to `digits`; phases not entered since left out."
+    d = {k: v - tally.get(k, 0.0) for k, v in _PHASES.items()}
+    return {k: round(v, digits) for k, v in d.items() if v > 0}
+
+def sum_phases(tallies, digits: int = 1) -> dict:
+    "The seconds per phase of several tallies (processes, runs) added up, largest first."
+    total = {}
+    for t in tallies:
+        for k, v in (t or {}).items(): total[k] = total.get(k, 0.0) + v
+    return {k: round(v, digits) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test,
-                          load_state, load_weights, provenance, run_dir, save_state, save_weights, seed_everything,
-                          write_json)
+from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test, load_state, load_weights,
+                          phase_tally, phases_since, provenance, run_dir, save_state, save_weights, seed_everything,
+                          sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process
 from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
@@ -60,6 +60,7 @@ def unlabeled_rows(n_pool: int, n: int, seed: int) -> torch.Tensor:
     "The first `n` positions of a seeded permutation of the pool: the images of a pool of size `n` (nested in larger ones)."
     return torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed))[:n]
 
+@timed_phase('rendering')
 def render_images(dataset: Dataset, rows: torch.Tensor, device=None, chunk: int = 256) -> torch.Tensor:
     "The images `rows` of `dataset` [n,1,S,S], rendered or read in chunks straight onto `device` (masks and labels dropped)."
     device = get_device(device)
@@ -103,6 +104,7 @@ def teacher_logits(model, images: torch.Tensor, batch_size: int = 32, device=Non
     "The coarse logits [N,10,S/4,S/4] (float16, on `images`' device) of the frozen `model` on `images` [N,1,S,S]."
     return batched_outputs(model, images, coarse_logits, batch_size, device, out_device=images.device)
 
+@timed_phase('teacher targets')
 def cached_teacher_logits(model, weights: str | Path, images: torch.Tensor, pool: dict, root: str | Path, device=None) -> torch.Tensor:
     "`teacher_logits` of the teacher saved at `weights` on the unlabeled `images` described by `pool`, computed once under `root`."
     out = run_dir(root, 'teacher_logits', dict(teacher=file_key(weights), pool=pool))/'logits.pt'
@@ -118,6 +120,7 @@ def distill_step(net, batch: dict, upsample: torch.nn.Module, tau: float = 10.) 
     if x.is_cuda: x = x.contiguous(memory_format=torch.channels_last)
     return distill_loss(net(x), upsample(batch['mask'].float()), tau)
 
+@timed_phase('student training')
 def train_student(images: torch.Tensor, targets: torch.Tensor, out_dir: str | Path, *, encoder: str = 'resnet18',
                   init: str = 'random', init_weights=None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3,
                   tau: float = 10., seed: int = 0, device=None, ckpt_every: int = 200, desc: str = 'student') -> tuple:
@@ -182,8 +185,9 @@ def trial_images(ctx: dict, seed: int, device) -> torch.Tensor:
     return ctx['images'][seed]
 
 def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:
-    "The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets)`."
+    "The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets, seconds per phase)`."
     tcfg, up, val, test, sizes = teacher_config(cfg, init), ctx['ups'][init], ctx['val'], ctx['test'], ctx['sizes']
+    tally = phase_tally()
     rows = []
     for trial in range(trials):
         seed = cfg['seed'] + trial
@@ -201,13 +205,15 @@ def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, tria
             rows.append(distill_rows(s_res['summary'], tcfg, trial, 'student', f, n))
             gain = paired_bootstrap(s_res['table'], t_res['table'], cfg['n_boot'], seed).assign(n_images=np.nan)
             rows.append(distill_rows(gain, tcfg, trial, 'student-teacher', f, n))
-    return rows, targets[0].nbytes
+    return rows, targets[0].nbytes, phases_since(tally)
 
 def distill_init_job(cfg: dict, init: str, fractions: list[float], root: str | Path, device, trials: int, steps: int, lr: float,
                      tau: float, min_unlabeled: int) -> tuple:
     "`distill_init` in a process of its own: sets up what it needs (read from the cache the parent filled) and runs."
-    device = get_device(device)
-    return distill_init(distill_setup(cfg, [init], fractions, root, device, min_unlabeled), cfg, init, root, device, trials, steps, lr, tau)
+    device, tally = get_device(device), phase_tally()
+    ctx = distill_setup(cfg, [init], fractions, root, device, min_unlabeled)
+    rows, nbytes, _ = distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau)
+    return rows, nbytes, phases_since(tally)                  # its setup (the splits rendered again here) included
 
 def distill_in_processes(ctx: dict, cfg: dict, use: list[str], fractions: list[float], root: str | Path, device, trials: int,
                          steps: int, lr: float, tau: float, min_unlabeled: int, workers: int) -> list[tuple]:
@@ -231,20 +237,22 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
     """Teachers and students for every registered init in `inits`, fraction and trial; the long results table.
     With `workers > 1` the initialisations train in that many processes at once. Writes figure 3, the table and the
     run's JSON into `figures/<scale>/`."""
-    t0 = time.perf_counter()
+    t0, tally = time.perf_counter(), phase_tally()
     trials, steps = trials or cfg['trials'], steps or cfg['steps']
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} can run here: {skipped}")
     device = get_device(device)
     ctx = distill_setup(cfg, use, fractions, root, device, min_unlabeled)   # builds every upstream stage once, before any process starts
+    setup = phases_since(tally)                                             # each initialisation reports its own phases
     if workers > 1 and len(use) > 1: parts = distill_in_processes(ctx, cfg, use, fractions, root, device, trials, steps, lr, tau, min_unlabeled, workers)
     else: parts = [distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau) for init in use]
-    results = pd.concat([r for rows, _ in parts for r in rows], ignore_index=True)
+    results = pd.concat([r for rows, *_ in parts for r in rows], ignore_index=True)
     settings = {k: v for k, v in dict(cfg, trials=trials).items() if k not in ('p', 'weak_source', 'encoder_init')}
     meta = dict(settings=settings, teacher_p=1.0, fractions=fractions, sizes={str(f): n for f, n in ctx['sizes'].items()}, inits=use,
                 skipped=skipped, trials=trials, student_steps=steps, student_lr=lr, tau=tau, min_unlabeled=min_unlabeled,
                 teacher_targets=f"float16 coarse logits, {parts[0][1]} bytes per image", workers=workers,
+                phases_s=sum_phases([setup, *(p for _, _, p in parts)]),
                 **provenance(device, time.perf_counter() - t0))
     if is_main_process(): write_distill_outputs(results, Path(figures)/cfg['scale'], meta)
     return results

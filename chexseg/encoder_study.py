@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_path, in_test, provenance, settings_key, write_json
+from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, settings_key, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .phantom import PHANTOM_VERSION
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
@@ -47,8 +47,9 @@ def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
 def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
               device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:
     """Run the study, `workers` 04_semi kernels at a time (1: one run after another in this process); return the long results
-    table, the skipped initialisations with their reasons, the runs that failed and the finished runs' own wall time and
-    commits (`runs_provenance`). Finished runs are read, not repeated."""
+    table, the skipped initialisations with their reasons, the runs that failed and the finished runs' own wall time,
+    commits and phases (`runs_provenance`) with the phases of the upstream stages built here (`phases_s`). Finished runs are
+    read, not repeated."""
     cfg0 = experiment_config(scale, device, **settings)
     weak_sizes = WEAK_SIZES[cfg0['scale']] if weak_sizes is None else weak_sizes
     ok, skipped = available_inits(inits, init_weights, cfg0['encoder'])
@@ -58,17 +59,20 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
     cfgs = [study_config(r, scale, device, init_weights, **settings) for r in runs]
     dirs = [study_run_dir(r, c, root) for r, c in zip(runs, cfgs)]
     todo = [k for k, d in enumerate(dirs) if not (d/'results.csv').exists()]
-    failed = []
-    if workers > 1 and todo:
-        for k in todo: prepare_upstream(cfgs[k], root, device)   # classifiers, MoCo, weak masks: built once, before the kernels start
+    failed, tally, executed = [], phase_tally(), root/'encoders'/cfg0['scale']/'notebooks'
+    in_kernels = workers > 1 and bool(todo)
+    if in_kernels:                                # classifiers, MoCo, weak masks: built once, before the kernels start
+        for k in todo: prepare_upstream(cfgs[k], root, device)
+    upstream = phases_since(tally)                # runs in this process count their upstream stages in their own run.json
+    if in_kernels:
         jobs = [(semi_params(cfgs[k], cfg0, root, device, **settings), dirs[k]) for k in todo]
-        failed = [o for o in run_semi_jobs(jobs, root/'encoders'/cfg0['scale']/'notebooks', workers) if isinstance(o, str)]
+        failed = [o for o in run_semi_jobs(jobs, executed, workers) if isinstance(o, str)]
     else:
         for k in todo: run_experiment(cfgs[k], root, dirs[k], device)
     done = [(r, d/'results.csv') for r, d in zip(runs, dirs) if (d/'results.csv').exists()]
     if not done: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
     tables = [pd.read_csv(c).assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '') for r, c in done]
-    return pd.concat(tables, ignore_index=True), skipped, failed, runs_provenance([c for _, c in done])
+    return pd.concat(tables, ignore_index=True), skipped, failed, dict(runs_provenance([c for _, c in done], executed), phases_s=upstream)
 
 # %% ../nbs/06_encoders.ipynb #b6d6a9a5
 def study_means(results: pd.DataFrame) -> pd.DataFrame:

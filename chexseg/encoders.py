@@ -19,7 +19,7 @@ from safetensors.torch import load_file as _st_load
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import CheckpointError, load_state, load_weights, run_dir, save_weights, seed_everything
+from .core import CheckpointError, load_state, load_weights, run_dir, save_weights, seed_everything, timed_phase
 from .train import fit, is_main_process, on_device_if_cuda
 from .classifier import GREY_MEAN, GREY_STD, one_channel
 
@@ -230,6 +230,7 @@ def moco_step(net: nn.Module, batch: dict) -> torch.Tensor:
     "The loss of one batch for `fit`: a MoCo model's forward pass on the batch's images."
     return net(batch['image'])
 
+@timed_phase('MoCo pre-training')
 def pretrain_moco(dataset: Dataset, root: str | Path, data: dict, encoder: str = 'resnet18', *, steps: int = 1000,
                   batch_size: int = 64, lr: float = 0.03, weight_decay: float = 1e-4, queue: int = 4096, dim: int = 128,
                   momentum: float = 0.99, temperature: float = 0.2, bn_splits: int = 2, crop_scale=(0.3, 1.0),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CheckpointError, autocast, get_device, in_test, load_state, load_weights,
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, in_test, load_state, load_weights,
                           run_dir, save_state, save_weights, seed_everything, to_device, write_json, read_json)
 
 # %% auto #0
@@ -363,6 +363,7 @@ def load_irnet(path: str | Path) -> IRNet:
     model = IRNet(); model.load_state_dict(sd)
     return model.eval()
 
+@timed_phase('IRNet training')
 def train_irnet(dataset: torch.utils.data.Dataset, root: str | Path, data: dict, epochs: int = 3, batch_size: int = 16,
                 lr: float = 0.1, radius: int = 10, fg_threshold: float = 0.30, bg_threshold: float = 0.05,
                 weight_decay: float = 1e-4, backbone_weights: str | Path | None = None, seed: int = 0,
@@ -398,6 +399,7 @@ def predict_boundary(model: IRNet, images: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid((plain + mirrored.flip(-1)) / 2)
 
 @torch.no_grad()
+@timed_phase('IRNet random walk')
 def refine_cams(model: IRNet, dataset: torch.utils.data.Dataset, walk: str | dict = 'chexseg', batch_size: int = 16,
                 device=None) -> torch.Tensor:
     "Refined maps [N, C, S/4, S/4] (CPU, fp32, max-normalised): the random walks of the CAMs of {'image', 'cam'} items."
@@ -442,6 +444,7 @@ def irnet_maps(classifier: str | Path, dataset: torch.utils.data.Dataset, data: 
     save_state(maps._asdict(), out)
     return maps
 
+@timed_phase('weak-mask rules')
 def irnet_weak_masks(classifier: str | Path, target: torch.utils.data.Dataset, target_data: dict,
                      tune: torch.utils.data.Dataset, tune_data: dict, root: str | Path, walk: str | dict = 'chexseg',
                      method: str = 'threshold', grid=THRESHOLD_GRID, cutoffs: bool = True, batch_size: int = 16,

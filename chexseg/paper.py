@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import PATHOLOGIES, atomic_write, provenance, write_json
+from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, experiment_config
 from .sweep import PAPER_PS, markdown_table, notebook_path, run_sweep
 
 # %% auto #0
-__all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'CLAIMS', 'RESULT_FILES', 'trial_means',
-           'read_results', 'sweep_point', 'best_student', 'headline', 'claim_inverted_u', 'claim_ordering',
-           'claim_student', 'claim_inits', 'claim_gap', 'claim_beats_radiologists', 'stage_results', 'summary',
-           'run_notebook', 'run_stage', 'regenerate', 'chexseg_paper']
+__all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
+           'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'trial_means', 'read_results', 'sweep_point', 'best_student',
+           'headline', 'claim_inverted_u', 'claim_ordering', 'claim_student', 'claim_inits', 'claim_gap',
+           'claim_beats_radiologists', 'stage_phases', 'time_profile', 'stage_results', 'summary', 'run_notebook',
+           'run_stage', 'regenerate', 'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -121,6 +122,30 @@ def claim_beats_radiologists(radiologists: pd.DataFrame | None) -> tuple[str, st
     ok = all(t.loc[p, 'chexseg_minus_radiologists'] > 0 for p in PAPER_BEATS_RADIOLOGISTS)
     return ('holds' if ok else 'does not hold'), '; '.join(parts) + f"; above the radiologists here: {', '.join(better) or 'none'}"
 
+# %% ../nbs/08_paper.ipynb #e2a9c52e
+STAGE_FILES = dict(sweep='sweep.json', radiologists='figure5.json', encoders='encoders.json', distill='distill.json')
+KERNEL_OVERHEAD = 'notebook kernels: start-up, imports, plots'
+STAGE_WALL = 'wall time of the stage'
+
+def stage_phases(meta: dict) -> dict:
+    "Seconds per phase of one stage, from its JSON: its driver's own, its runs' and what its notebook kernels spent outside the runs."
+    phases = sum_phases([meta.get('phases_s'), meta.get('runs_phases_s')])
+    if meta.get('runs_notebook_overhead_s') is not None: phases[KERNEL_OVERHEAD] = meta['runs_notebook_overhead_s']
+    return phases
+
+def time_profile(folder: str | Path, stages: dict | None = None) -> pd.DataFrame:
+    """Seconds per phase (rows, largest total first) of each stage whose JSON is in `folder` (columns, and their total),
+    then each stage's wall time: from the driver's log `stages` where it has one, else from the stage's JSON."""
+    folder, stages = Path(folder), stages or {}
+    metas = {k: read_json(folder/f) for k, f in STAGE_FILES.items() if (folder/f).exists()}
+    if not metas: return pd.DataFrame()
+    t = pd.DataFrame({k: stage_phases(m) for k, m in metas.items()}, columns=list(metas))
+    t['all stages'] = t.sum(axis=1)
+    t = t.sort_values('all stages', ascending=False)
+    wall = pd.Series({k: stages.get(k, {}).get('wall_s', m.get('wall_s')) for k, m in metas.items()}, dtype=float)
+    t.loc[STAGE_WALL] = pd.concat([wall, pd.Series({'all stages': wall.sum()})])
+    return t.rename_axis('phase')
+
 # %% ../nbs/08_paper.ipynb #17acd972
 CLAIMS = {
     'mIoU over p is an inverted U, best near p = 0.9 (figure 2)': lambda r: claim_inverted_u(r['sweep']),
@@ -142,6 +167,7 @@ def summary(folder: str | Path, meta: dict) -> str:
     res = stage_results(folder)
     claims = pd.DataFrame([dict(claim=c, verdict=v, evidence=e) for c, (v, e) in ((c, f(res)) for c, f in CLAIMS.items())])
     stages = pd.DataFrame(meta['stages']).T.rename_axis('stage') if meta.get('stages') else pd.DataFrame()
+    profile = time_profile(folder, meta.get('stages'))
     return (f"# CheXseg reproduced on the synthetic phantom ({meta['scale']} scale)\n\n"
             f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, total wall time {meta['wall_s']} s.\n"
             f"Settings: {', '.join(f'{k}={v}' for k, v in meta['settings'].items())}.\n\n"
@@ -150,7 +176,12 @@ def summary(folder: str | Path, meta: dict) -> str:
             "## The paper's claims on this data\n\n"
             f"{markdown_table(claims.set_index('claim'))}\n"
             "The phantom is not CheXpert: absolute numbers are not comparable with the paper's, the comparisons are.\n\n"
-            + (f"## Stages\n\n{markdown_table(stages)}\n" if not stages.empty else ''))
+            + (f"## Stages\n\n{markdown_table(stages)}\n" if not stages.empty else '')
+            + (f"## Where the time goes (seconds)\n\n{markdown_table(profile.astype(object).where(profile.notna(), '-'), 1)}\n"
+               "Seconds per phase summed over each stage's processes (its driver, notebook kernels and worker processes): where "
+               "several ran at once the sums exceed the stage's wall time (last row). Runs finished before this one count with "
+               "the time they took then; time outside every phase (reading caches, writing figures) is not listed.\n"
+               if not profile.empty else ''))
 
 # %% ../nbs/08_paper.ipynb #913cb862
 def run_notebook(name: str, params: dict, executed: Path) -> Path:

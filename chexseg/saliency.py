@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
+from .core import (PATHOLOGIES, timed_phase, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
                           write_json, read_json)
 from .classifier import Classifier, load_classifier, pathology_rows
 from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps
@@ -129,6 +129,7 @@ def file_key(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()[:12]
 
+@timed_phase('Grad-CAM maps')
 def saliency_maps(classifier: str | Path, dataset: Dataset, root: str | Path, data: dict, batch_size: int = 32,
                   device=None, dtype: str = 'float16') -> Maps:
     "Grad-CAM `Maps` of `dataset` (described by `data`) from the classifier file `classifier`, cached under `root`."
@@ -312,6 +313,7 @@ def weak_rule(classifier: str | Path, tune: Dataset, tune_data: dict, root: str 
     rule.save(out/'rule.json')
     return rule
 
+@timed_phase('weak-mask rules')
 def weak_masks(classifier: str | Path, target: Dataset, target_data: dict, tune: Dataset, tune_data: dict,
                root: str | Path, method: str = 'threshold', grid=THRESHOLD_GRID, cutoffs: bool = True,
                batch_size: int = 32, device=None) -> WeakMaskDataset:

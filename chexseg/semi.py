@@ -14,7 +14,7 @@ import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
 
 
-from .core import (PATHOLOGIES, CheckpointError, get_device, in_test, load_weights, save_weights, device_name,
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test, load_weights, save_weights, device_name,
                           seed_everything, run_dir, write_json, atomic_write_path, autocast, to_device, provenance)
 from .train import fit, get_batch, indices_on, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
@@ -165,6 +165,7 @@ def dice_step(net, batch) -> torch.Tensor:
     if x.is_cuda: x = x.contiguous(memory_format=torch.channels_last)
     return soft_dice_loss(net(x), batch['mask'])
 
+@timed_phase('segmenter training')
 def train_segmenter(dataset: Dataset, out_dir: str | Path, *, encoder: str = 'resnet18', init: str = 'random',
                     init_weights=None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
                     device=None, ckpt_every: int = 200, desc: str = 'segmenter') -> tuple[torch.nn.Module, list[float]]:
@@ -248,6 +249,7 @@ def phantom_splits(cfg: dict) -> dict:
                 test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
+@timed_phase('rendering')
 def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
     "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
     ids, images, masks, device = [], [], [], get_device(device)
@@ -314,6 +316,7 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
                 init_weights=file_key(up['init_weights']) if up['init_weights'] else None)
 
+@timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:
     """Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, and the predicted
     masks of the first `keep` test images (for plots). Probabilities and masks stay on `device`: only the pixel counts come back."""
@@ -349,7 +352,7 @@ def summary_rows(result: dict, cfg: dict) -> pd.DataFrame:
 
 def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | None = None, device=None) -> pd.DataFrame:
     "Run all trials of the CheXseg experiment `cfg`; write and return the results table."
-    t0 = time.perf_counter(); device = get_device(device); seed_everything(cfg['seed'])
+    t0, tally = time.perf_counter(), phase_tally(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
     up.update(expert_set=in_memory(up['datasets']['expert'], device), weak_set=in_memory(up['weak'], device))
     val, test = stack_split(up['datasets']['val'], device=device), stack_split(up['datasets']['test'], device=device)
@@ -360,7 +363,7 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
         with atomic_write_path(out_dir/'results.csv') as f: table.to_csv(f, index=False)
         per_image = pd.concat({r['trial']: r['table'] for r in results}, names=['trial', 'cxr_id'])
         with atomic_write_path(out_dir/'per_image_iou.csv') as f: per_image.to_csv(f)
-        write_json(dict(settings=cfg, **provenance(device, time.perf_counter() - t0),
+        write_json(dict(settings=cfg, **provenance(device, time.perf_counter() - t0), phases_s=phases_since(tally),
                         thresholds={r['trial']: dict(zip(PATHOLOGIES, map(float, r['thresholds']))) for r in results}),
                    out_dir/'run.json', indent=2)
     return table, results, test

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import PATHOLOGIES, atomic_write, atomic_write_path, provenance, read_json, write_json
+from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
+                          sum_phases, write_json)
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'run_semi_notebook', 'with_shared_full',
-           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'runs_provenance', 'write_table', 'save_figure',
-           'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep',
-           'write_sweep_outputs', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'executed_copy', 'run_semi_notebook',
+           'with_shared_full', 'table1', 'figure2', 'markdown_table', 'provenance_caption', 'notebook_seconds',
+           'runs_provenance', 'write_table', 'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run',
+           'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -39,13 +40,16 @@ def notebook_path(name: str) -> Path:
 
 def semi_notebook() -> Path: return notebook_path('04_semi.ipynb')
 
+def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
+    "Where the executed 04_semi of the run writing into `out_dir` is kept."
+    return Path(executed_dir)/f"semi_{Path(out_dir).name}.ipynb"
+
 def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, cwd: Path) -> Path:
     "Execute 04_semi with `params` (results into `out_dir`); return `out_dir/results.csv`."
     import papermill as pm
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
     if results.exists(): return results
-    name = f"semi_{out_dir.name}.ipynb"
-    pm.execute_notebook(str(semi_notebook()), str(Path(executed_dir)/name), parameters=dict(params, out_dir=str(out_dir)),
+    pm.execute_notebook(str(semi_notebook()), str(executed_copy(out_dir, executed_dir)), parameters=dict(params, out_dir=str(out_dir)),
                         cwd=str(cwd), kernel_name='python3', progress_bar=False)
     return results
 
@@ -100,10 +104,23 @@ def provenance_caption(what: str, meta: dict) -> str:
     return (f"{what}, {meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, "
             f"wall {meta['wall_s']} s{runs}{skipped}{missing}")
 
-def runs_provenance(results_csvs) -> dict:
-    "The wall time the runs behind `results_csvs` took themselves and the commits they ran at, from each run's run.json."
-    metas = [read_json(p) for p in (Path(c).parent/'run.json' for c in results_csvs) if p.exists()]
-    return dict(runs_wall_s=round(sum(m.get('wall_s') or 0 for m in metas), 1), run_commits=sorted({m.get('commit', 'unknown') for m in metas}))
+def notebook_seconds(path: str | Path) -> float | None:
+    "The wall time papermill recorded for the executed notebook `path` (kernel start-up, imports and plots included), or None."
+    try: return float(read_json(path)['metadata']['papermill']['duration'])
+    except (OSError, ValueError, KeyError, TypeError): return None
+
+def runs_provenance(results_csvs, executed: str | Path | None = None) -> dict:
+    """What the runs behind `results_csvs` took themselves, from each run's run.json: their wall time, the commits they ran
+    at and their seconds per phase; with `executed` (their executed notebooks' folder) also the time their notebooks spent
+    outside the run itself (kernel start-up, imports, plots)."""
+    runs = [(Path(c).parent, read_json(Path(c).parent/'run.json')) for c in results_csvs if (Path(c).parent/'run.json').exists()]
+    metas = [m for _, m in runs]
+    out = dict(runs_wall_s=round(sum(m.get('wall_s') or 0 for m in metas), 1), run_commits=sorted({m.get('commit', 'unknown') for m in metas}),
+               runs_phases_s=sum_phases(m.get('phases_s') for m in metas))
+    if executed is not None:
+        outside = [s - (m.get('wall_s') or 0) for d, m in runs if (s := notebook_seconds(executed_copy(d, executed))) is not None]
+        if outside: out['runs_notebook_overhead_s'] = round(sum(outside), 1)
+    return out
 
 def write_table(table: pd.DataFrame, stem: Path, title: str, caption: str, notes: str = ''):
     "`table` as `stem.csv` and as a Markdown page `stem.md` with `title`, `notes` and the provenance `caption`."
@@ -154,7 +171,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
     """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<scale>`.
     With `collect`, run nothing: assemble the outputs from the runs already finished under `root`."""
-    t0 = time.perf_counter()
+    t0, tally = time.perf_counter(), phase_tally()
     runs = sweep_runs(ps, sources)
     cfg = experiment_config(scale, device, **settings)
     root = Path(root).resolve()
@@ -170,7 +187,8 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
     results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
     write_sweep_outputs(results, Path(figures)/cfg['scale'], dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
-                                                               **runs_provenance(done), **provenance(device, time.perf_counter() - t0)))
+                                                               **runs_provenance(done, executed), phases_s=phases_since(tally),
+                                                               **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
     return results
 

@@ -1,6 +1,6 @@
 "The whole-paper driver at smoke scale: every stage runs through papermill and the summary reports on each."
 import json
-from chexseg.paper import regenerate, STAGES
+from chexseg.paper import KERNEL_OVERHEAD, STAGE_WALL, regenerate, STAGES
 
 
 def test_smoke_paper(tmp_path):
@@ -15,6 +15,9 @@ def test_smoke_paper(tmp_path):
     assert 'CheXseg reproduced on the synthetic phantom (smoke scale)' in text
     assert '| CheXseg, CAM, p = 0.9 | 0.299 | 0.' in text             # a reproduced number beside the paper's
     assert '| not run |' not in text, text                          # every claim was checked
+    profile = text.split('## Where the time goes')[1]               # seconds per phase of every stage, kernels included
+    for row in ('segmenter training', 'classifier training', 'Grad-CAM maps', 'student training', KERNEL_OVERHEAD, STAGE_WALL):
+        assert f'| {row} |' in profile, (row, profile)
     executed = sorted(p.name for p in (tmp_path/'runs'/'paper'/'smoke'/'notebooks').glob('*.ipynb'))
     assert executed == ['05_distill.ipynb', '06_encoders.ipynb', '07_radiologists.ipynb']
     study = sorted(p.name.split('-')[0] for p in (tmp_path/'runs'/'encoders'/'smoke'/'notebooks').glob('*.ipynb'))
