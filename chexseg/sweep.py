@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_sweep.ipynb #b1065441
 from __future__ import annotations
-import argparse, contextlib, os, time
+import argparse, contextlib, functools, os, re, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,14 +13,15 @@ import pandas as pd
 import torch
 
 from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
-                          sum_phases, write_json)
+                          scratch_dir, sum_phases, write_json)
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'executed_copy', 'run_semi_notebook',
-           'with_shared_full', 'table1', 'figure2', 'markdown_table', 'provenance_caption', 'notebook_seconds',
-           'runs_provenance', 'write_table', 'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run',
-           'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'without_examples',
+           'runnable_copy', 'executed_copy', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
+           'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure',
+           'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep',
+           'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -40,6 +41,24 @@ def notebook_path(name: str) -> Path:
 
 def semi_notebook() -> Path: return notebook_path('04_semi.ipynb')
 
+SETUP_CELL = re.compile(r'^#\|\s*(export|exports|exporti|hide|default_exp)\b')
+
+def without_examples(nb: dict) -> dict:
+    "The notebook `nb` (its JSON) without the code cells above its parameters cell that neither export code nor set up (`#| hide`)."
+    cells = nb['cells']
+    start = next((i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
+    if start is None: raise ValueError("the notebook has no cell tagged 'parameters'")
+    keep = [c for i, c in enumerate(cells) if i >= start or c['cell_type'] != 'code' and i == 0 or
+            c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))]
+    return dict(nb, cells=keep)
+
+@functools.lru_cache(maxsize=None)
+def runnable_copy(name: str) -> Path:
+    "`nbs/<name>` without its examples, written once per process into a scratch folder: what the drivers execute."
+    path = scratch_dir('chexseg-notebooks-')/name
+    write_json(without_examples(read_json(notebook_path(name))), path, indent=1)
+    return path
+
 def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
     "Where the executed 04_semi of the run writing into `out_dir` is kept."
     return Path(executed_dir)/f"semi_{Path(out_dir).name}.ipynb"
@@ -49,7 +68,7 @@ def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, cwd: Path
     import papermill as pm
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
     if results.exists(): return results
-    pm.execute_notebook(str(semi_notebook()), str(executed_copy(out_dir, executed_dir)), parameters=dict(params, out_dir=str(out_dir)),
+    pm.execute_notebook(str(runnable_copy('04_semi.ipynb')), str(executed_copy(out_dir, executed_dir)), parameters=dict(params, out_dir=str(out_dir)),
                         cwd=str(cwd), kernel_name='python3', progress_bar=False)
     return results
 
@@ -163,7 +182,7 @@ def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 
     "Execute the 04_semi `jobs`, `workers` kernels at a time sharing the cores (and the GPU); per job its results CSV or its error."
     Path(executed).mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
-    cwd = semi_notebook().parent
+    cwd = semi_notebook().parent; runnable_copy('04_semi.ipynb')   # written here, before the threads share it
     with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
         return list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
 

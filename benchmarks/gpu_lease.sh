@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU run behind figures/gpu/ and the GPU table of benchmarks/RESULTS.md, sized for one lease of a GPU machine
+# that has PyTorch but no network (this workplace's device machines: Python 3.12, torch, timm, pandas, matplotlib...).
+#
+#   bash benchmarks/gpu_lease.sh wheels     # here, with PyPI: the wheels such a machine lacks into .whl/ (git-ignored)
+#   bash benchmarks/gpu_lease.sh run        # there, with .whl/ carried and $OUT set: install them, run the whole paper
+#                                           # at the gpu scale, then every benchmark; results packed into $OUT
+#
+# Knobs for `run` (environment): SCALE (gpu), WORKERS (8), PAPER_CAP_S (470: the paper run is stopped after this
+# many seconds, keeping what finished; the summary is rewritten after every stage), STAGES (all), BENCH (1: run
+# the benchmarks afterwards). Without .whl/ (a machine that has the packages) nothing is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What chexseg, papermill's kernels and the Grad-CAM baseline need beyond that machine's packages (resolved for
+# Python 3.12; installed without their dependencies, which these complete).
+WHEELS=(asttokens==3.0.2 comm==0.2.3 debugpy==1.8.22 entrypoints==0.4.2 executing==2.3.0 fastjsonschema==2.22.3
+        ipykernel==7.4.0 ipython==9.18.1 ipython_pygments_lexers==1.1.1 jedi==0.20.1
+        jsonschema-specifications==2025.9.1 jsonschema==4.26.0 jupyter_client==8.10.0 jupyter_core==5.9.1
+        matplotlib-inline==0.2.2 nbclient==0.11.0 nbformat==5.11.1 nest-asyncio2==1.7.4 papermill==2.7.0 parso==0.8.7
+        pexpect==4.9.0 platformdirs==4.14.8 prompt_toolkit==3.0.53 ptyprocess==0.7.0 pure_eval==0.2.4 pycocotools==2.0.11
+        pyzmq==27.3.0 referencing==0.37.0 rpds-py==2026.9.1 segmentation_models_pytorch==0.6.0 stack-data==0.6.3
+        tenacity==9.2.1 tornado==6.6.1 traitlets==5.16.1 ttach==0.0.3 tzdata==2026.6 wcwidth==0.9.4)
+PURE_SDISTS=(grad-cam==1.5.7)          # published as source only, pure Python: built into a wheel here
+
+case "${1:-}" in
+wheels)
+  grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  rm -rf .whl && mkdir -p .whl
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux1_x86_64 -d .whl "${WHEELS[@]}"
+  python3 -m pip wheel -q --no-deps -w .whl "${PURE_SDISTS[@]}"
+  git rev-parse --short HEAD > .whl/COMMIT        # the device copy has no .git: its results name this commit
+  [ -z "$(git status --porcelain --untracked-files=no -- ':(top,exclude)figures')" ] || sed -i 's/$/+dirty/' .whl/COMMIT
+  echo "$(ls .whl/*.whl | wc -l) wheels, $(du -sh .whl | cut -f1), for commit $(cat .whl/COMMIT): carry [\".whl\"]"
+  ;;
+run)
+  : "${OUT:?set OUT to the folder the results are packed into}"
+  SCALE=${SCALE:-gpu} WORKERS=${WORKERS:-8} PAPER_CAP_S=${PAPER_CAP_S:-470} BENCH=${BENCH:-1}
+  if compgen -G '.whl/*.whl' > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+  fi
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+  [ -f .whl/COMMIT ] && export CHEXSEG_COMMIT="$(cat .whl/COMMIT)"
+  work=$(mktemp -d)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
+  (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
+  # shellcheck disable=SC2086
+  timeout --signal=INT --kill-after=20 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
+    --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} 2>&1 \
+    | grep --line-buffered -v 'it/s\|s/it' > "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
+  pkill -f 'nvidia-smi dmon' || true
+  tar czf "$OUT/figures.tgz" -C "$work/figures" .
+  (cd "$work" && find runs -name run.json -print0 | tar czf "$OUT/run_jsons.tgz" --null -T -)   # every run's phases
+  if [ "$BENCH" = 1 ]; then
+    python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 || true
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+  fi
+  tail -n 40 "$OUT/paper.log"
+  ;;
+*)
+  sed -n '2,12p' "$0"; exit 2 ;;
+esac
