@@ -48,9 +48,9 @@ def without_examples(nb: dict) -> dict:
     cells = nb['cells']
     start = next((i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if start is None: raise ValueError("the notebook has no cell tagged 'parameters'")
-    keep = [c for i, c in enumerate(cells) if i >= start or c['cell_type'] != 'code' and i == 0 or
-            c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))]
-    return dict(nb, cells=keep)
+    def setup(c): return c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))
+    def title(i, c): return i == 0 and c['cell_type'] == 'markdown'
+    return dict(nb, cells=[c for i, c in enumerate(cells) if i >= start or setup(c) or title(i, c)])
 
 @functools.lru_cache(maxsize=None)
 def runnable_copy(name: str) -> Path:
