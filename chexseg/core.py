@@ -14,8 +14,8 @@ import torch
 __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALIZATION_TO_CHEXPERT', 'localization_name',
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
            'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
-           'run_dir', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'device_name',
-           'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
+           'run_dir', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'cpu_model',
+           'device_name', 'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -187,11 +187,17 @@ def load_state(path: str | Path, map_location='cpu') -> dict:
 # %% ../nbs/00_core.ipynb #9b44a80e
 import datetime, platform, subprocess
 
+def cpu_model() -> str:
+    "The processor's model name (from /proc/cpuinfo on Linux), else its architecture."
+    try:
+        with open('/proc/cpuinfo') as f: return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
 def device_name(device=None) -> str:
-    "A readable name for `device`: the GPU model on CUDA, else the CPU and its core count."
+    "A readable name for `device`: the GPU model on CUDA, else the CPU's model and core count (CPU results differ across models)."
     device = get_device(device)
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
 
 def git_commit(path: str | Path = '.') -> str:
     "$CHEXSEG_COMMIT when set (a copy run elsewhere), else the git commit of the repository holding `path` (+dirty if its code changed), else 'unknown'."
