@@ -27,7 +27,7 @@ BENCHMARKS = {
     'phantom': ('bench_phantom.py', 'phantom generation vs DeepLabV3+ R18 training, img/s at 320 px', '> 1 (data never the bottleneck)',
                 [], ['--repeats', '1']),
     'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples", '> 1',
-                 [], []),
+                 [], ['--rounds', '2']),
     'segmenter': ('bench_segmenter.py', "segmenter training: chexseg's loop (data, mixing, loss, step) vs bare model step", '>= 0.9 on a GPU',
                   [], ['--steps', '3']),
 }
