@@ -61,5 +61,5 @@ run)
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,12p' "$0"; exit 2 ;;
+  sed -n '2,11p' "$0"; exit 2 ;;
 esac

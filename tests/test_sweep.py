@@ -13,3 +13,20 @@ def test_smoke_sweep(tmp_path):
     assert len(t1) == 2 and t1.mIoU.between(0, 1).all()
     executed = list((tmp_path/'runs'/'sweep'/'smoke'/'notebooks').glob('*.ipynb'))
     assert len(executed) == 2
+
+
+import json
+import pytest
+from chexseg.sweep import SETUP_CELL, notebook_path, runnable_copy
+
+
+@pytest.mark.parametrize('name', ['04_semi.ipynb', '05_distill.ipynb', '06_encoders.ipynb', '07_radiologists.ipynb'])
+def test_runnable_copies(name):
+    "Every notebook a driver executes has a parameters cell, and its example-free copy keeps the run and every definition."
+    full = json.loads(notebook_path(name).read_text())['cells']
+    lean = json.loads(runnable_copy(name).read_text())['cells']
+    start = lambda cells: next(i for i, c in enumerate(cells) if 'parameters' in c['metadata'].get('tags', []))
+    assert full[start(full):] == lean[start(lean):]
+    exported = lambda cells: [c['source'] for c in cells if c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))]
+    assert exported(full) == exported(lean)
+    assert len(lean) <= len(full)
