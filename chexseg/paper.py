@@ -12,7 +12,7 @@ import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, experiment_config
-from .sweep import PAPER_PS, markdown_table, notebook_path, run_sweep, runnable_copy
+from .sweep import PAPER_PS, execute, markdown_table, run_sweep
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
@@ -186,11 +186,8 @@ def summary(folder: str | Path, meta: dict) -> str:
 # %% ../nbs/08_paper.ipynb #913cb862
 def run_notebook(name: str, params: dict, executed: Path) -> Path:
     "Execute `nbs/<name>` (without its examples) with `params` in a fresh kernel; the executed copy goes to `executed/<name>`."
-    import papermill as pm
     executed.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(runnable_copy(name)), str(executed/name), parameters=params, cwd=str(notebook_path(name).parent),
-                        kernel_name='python3', progress_bar=False)
-    return executed/name
+    return execute(name, executed/name, params)
 
 def run_stage(name: str, fn, log: dict):
     "Run `fn()` as stage `name`, recording its status and wall time in `log` (a failure is recorded, not raised)."

@@ -14,8 +14,9 @@ import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
 
 
-from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test, load_weights, save_weights, device_name,
-                          seed_everything, run_dir, write_json, atomic_write_path, autocast, to_device, provenance)
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
+                          load_weights, save_weights, device_name, seed_everything, run_dir, write_json, atomic_write_path,
+                          autocast, to_device, provenance)
 from .train import fit, get_batch, indices_on, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .phantom import phantom_spec

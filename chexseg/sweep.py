@@ -18,7 +18,7 @@ from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experi
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'without_examples',
-           'runnable_copy', 'executed_copy', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
+           'runnable_copy', 'executed_copy', 'execute', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
            'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure',
            'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep',
            'write_sweep_outputs', 'chexseg_sweep']
@@ -63,13 +63,17 @@ def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
     "Where the executed 04_semi of the run writing into `out_dir` is kept."
     return Path(executed_dir)/f"semi_{Path(out_dir).name}.ipynb"
 
-def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, cwd: Path) -> Path:
-    "Execute 04_semi with `params` (results into `out_dir`); return `out_dir/results.csv`."
+def execute(name: str, executed: Path, params: dict) -> Path:
+    "Execute `nbs/<name>` without its examples, with `params`, in a fresh kernel started in `nbs/`; the executed copy goes to `executed`."
     import papermill as pm
+    pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, cwd=str(notebook_path(name).parent),
+                        kernel_name='python3', progress_bar=False)
+    return Path(executed)
+
+def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path) -> Path:
+    "Execute 04_semi with `params` (results into `out_dir`); return `out_dir/results.csv`."
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
-    if results.exists(): return results
-    pm.execute_notebook(str(runnable_copy('04_semi.ipynb')), str(executed_copy(out_dir, executed_dir)), parameters=dict(params, out_dir=str(out_dir)),
-                        cwd=str(cwd), kernel_name='python3', progress_bar=False)
+    if not results.exists(): execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
     return results
 
 # %% ../nbs/04a_sweep.ipynb #cfb44642
@@ -132,7 +136,7 @@ def runs_provenance(results_csvs, executed: str | Path | None = None) -> dict:
     """What the runs behind `results_csvs` took themselves, from each run's run.json: their wall time, the commits they ran
     at and their seconds per phase; with `executed` (their executed notebooks' folder) also the time their notebooks spent
     outside the run itself (kernel start-up, imports, plots)."""
-    runs = [(Path(c).parent, read_json(Path(c).parent/'run.json')) for c in results_csvs if (Path(c).parent/'run.json').exists()]
+    runs = [(d, read_json(d/'run.json')) for d in (Path(c).parent for c in results_csvs) if (d/'run.json').exists()]
     metas = [m for _, m in runs]
     out = dict(runs_wall_s=round(sum(m.get('wall_s') or 0 for m in metas), 1), run_commits=sorted({m.get('commit', 'unknown') for m in metas}),
                runs_phases_s=sum_phases(m.get('phases_s') for m in metas))
@@ -173,18 +177,18 @@ def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings)
     "The papermill parameters and output folder of each run of the sweep."
     return [(semi_params(r, cfg, root, device, **settings), root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
 
-def try_run(job, executed: Path, cwd: Path) -> Path | str:
+def try_run(job, executed: Path) -> Path | str:
     "Run one job of 04_semi; its results CSV, or the error that stopped it (one failed run must not lose the others)."
-    try: return run_semi_notebook(job[0], job[1], executed, cwd)
+    try: return run_semi_notebook(job[0], job[1], executed)
     except Exception as e: return f"{Path(job[1]).name}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
 
 def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1) -> list[Path | str]:
     "Execute the 04_semi `jobs`, `workers` kernels at a time sharing the cores (and the GPU); per job its results CSV or its error."
     Path(executed).mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
-    cwd = semi_notebook().parent; runnable_copy('04_semi.ipynb')   # written here, before the threads share it
+    runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
     with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(lambda j: try_run(j, executed, cwd), jobs))
+        return list(pool.map(lambda j: try_run(j, executed), jobs))
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
