@@ -17,11 +17,11 @@ from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, ph
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'sweep_runs', 'notebook_path', 'semi_notebook', 'without_examples',
-           'runnable_copy', 'executed_copy', 'execute', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2',
-           'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure',
-           'kernel_threads', 'semi_params', 'sweep_jobs', 'try_run', 'run_semi_jobs', 'run_sweep',
-           'write_sweep_outputs', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path', 'semi_notebook',
+           'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'run_semi_notebook', 'with_shared_full',
+           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance',
+           'write_table', 'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'error_line', 'try_run',
+           'out_of_memory', 'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -177,18 +177,38 @@ def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings)
     "The papermill parameters and output folder of each run of the sweep."
     return [(semi_params(r, cfg, root, device, **settings), root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
 
+def error_line(e: Exception) -> str:
+    "One line naming the error `e`: for a notebook that failed (papermill), the error raised in its cell, not the traceback."
+    if getattr(e, 'ename', None): return f"{e.ename}: {str(e.evalue).strip()[:300]}"
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
+
 def try_run(job, executed: Path) -> Path | str:
     "Run one job of 04_semi; its results CSV, or the error that stopped it (one failed run must not lose the others)."
     try: return run_semi_notebook(job[0], job[1], executed)
-    except Exception as e: return f"{Path(job[1]).name}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+    except Exception as e: return f"{Path(job[1]).name}: {error_line(e)}"
 
-def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1) -> list[Path | str]:
-    "Execute the 04_semi `jobs`, `workers` kernels at a time sharing the cores (and the GPU); per job its results CSV or its error."
+OUT_OF_MEMORY = re.compile(r'out of memory|OutOfMemoryError|DeadKernelError|_STATUS_ALLOC_FAILED', re.IGNORECASE)
+
+def out_of_memory(outcome) -> bool:
+    "Whether a job's `outcome` is an error saying it ran out of (GPU or host) memory, or that its kernel died, as kernels do when killed for memory."
+    return isinstance(outcome, str) and bool(OUT_OF_MEMORY.search(outcome))
+
+def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run) -> list[Path | str]:
+    """Execute the 04_semi `jobs` with `run`, `workers` kernels at a time sharing the cores (and the GPU); per job its results
+    CSV or its error. Jobs that ran out of memory are run again with half as many kernels at once, down to one at a time."""
     Path(executed).mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
     runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
-    with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(lambda j: try_run(j, executed), jobs))
+    outcomes, todo = [None] * len(jobs), list(range(len(jobs)))
+    while todo:
+        with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
+            for k, o in zip(todo, pool.map(lambda k: run(jobs[k], executed), todo)): outcomes[k] = o
+        todo = [k for k in todo if out_of_memory(outcomes[k])]
+        if workers <= 1 or not todo: break
+        workers = max(1, workers // 2)
+        print(f"{len(todo)} of {len(jobs)} runs ran out of memory; running them again, {workers} at a time")
+    return outcomes
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
