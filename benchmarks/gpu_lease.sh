@@ -6,9 +6,13 @@
 #   bash benchmarks/gpu_lease.sh run        # there, with .whl/ carried and $OUT set: install them, run the whole paper
 #                                           # at the gpu scale, then every benchmark; results packed into $OUT
 #
-# Knobs for `run` (environment): SCALE (gpu), WORKERS (8), PAPER_CAP_S (470: the paper run is stopped after this
-# many seconds, keeping what finished; the summary is rewritten after every stage), STAGES (all), BENCH (1: run
-# the benchmarks afterwards). Without .whl/ (a machine that has the packages) nothing is installed.
+# Knobs for `run` (environment): SCALE (gpu), WORKERS (8), LEASE_S (570: the whole call ends by then, inside the
+# device's 600 s per command), BENCH_S (180: kept for the benchmarks), PAPER_CAP_S (what is left of LEASE_S after
+# installing and BENCH_S: the paper run is stopped then, keeping what finished; the summary is rewritten after every
+# stage), STAGES (all), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished
+# ones), RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run
+# again, so two capped leases add up to the whole paper). Without .whl/ (a machine that has the packages) nothing is
+# installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +41,8 @@ wheels)
   ;;
 run)
   : "${OUT:?set OUT to the folder the results are packed into}"
-  SCALE=${SCALE:-gpu} WORKERS=${WORKERS:-8} PAPER_CAP_S=${PAPER_CAP_S:-470} BENCH=${BENCH:-1}
+  SCALE=${SCALE:-gpu} WORKERS=${WORKERS:-8} LEASE_S=${LEASE_S:-570} BENCH_S=${BENCH_S:-180} BENCH=${BENCH:-1}
+  start=$SECONDS
   if compgen -G '.whl/*.whl' > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
@@ -45,21 +50,32 @@ run)
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   [ -f .whl/COMMIT ] && export CHEXSEG_COMMIT="$(cat .whl/COMMIT)"
   work=$(mktemp -d)
+  : > "$OUT/paper.log"
+  if [ -n "${RESUME:-}" ]; then
+    tar xzf "$RESUME" -C "$work"
+    echo "resumed $(find "$work/runs" -name results.csv | wc -l) finished runs from $RESUME" >> "$OUT/paper.log"
+  fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
   (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
+  PAPER_CAP_S=${PAPER_CAP_S:-$((LEASE_S - BENCH_S - (SECONDS - start)))}
+  echo "paper capped at $PAPER_CAP_S s" >> "$OUT/paper.log"
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
     --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} 2>&1 \
-    | grep --line-buffered -v 'it/s\|s/it' > "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
+    | grep --line-buffered -v 'it/s\|s/it' >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
   tar czf "$OUT/figures.tgz" -C "$work/figures" .
-  (cd "$work" && find runs -name run.json -print0 | tar czf "$OUT/run_jsons.tgz" --null -T -)   # every run's phases
+  # every finished run's results, per-image IoU and run.json (its phases), without weights: RESUME for the next lease
+  (cd "$work" && find runs \( -name results.csv -o -name per_image_iou.csv -o -name run.json \) -print0 \
+     | tar czf "$OUT/runs_done.tgz" --null -T -)
   if [ "$BENCH" = 1 ]; then
-    python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 || true
+    left=$((LEASE_S - (SECONDS - start) - 10))
+    timeout --signal=INT --kill-after=10 "$left" python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 \
+      || echo "benchmarks stopped after $left s: exit $?" >> "$OUT/bench.log"
     cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
   fi
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,11p' "$0"; exit 2 ;;
+  sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 
 Each benchmark measures the project's code against a baseline side by side in one run and prints `RATIO: x`.
 This script runs them one after another (so none shares the device with another), keeps their full output, and
-writes one Markdown section per device (its name, torch version, date, commit) into RESULTS.md, replacing an
+writes (after each benchmark, so a run stopped part-way keeps what finished) one Markdown section per device (its name, torch version, date, commit) into RESULTS.md, replacing an
 older section of the same device and keeping the others: the CPU table and the GPU table live side by side.
 
     python benchmarks/run_all.py [--quick] [--only eval gradcam ...] [--results benchmarks/RESULTS.md] [--log DIR]
@@ -26,10 +26,12 @@ BENCHMARKS = {
                    [], []),
     'phantom': ('bench_phantom.py', 'phantom generation vs DeepLabV3+ R18 training, img/s at 320 px', '> 1 (data never the bottleneck)',
                 [], ['--repeats', '1']),
-    'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples", '> 1',
-                 [], ['--rounds', '2']),
     'segmenter': ('bench_segmenter.py', "segmenter training: chexseg's loop (data, mixing, loss, step) vs bare model step", '>= 0.9 on a GPU',
                   [], ['--steps', '3']),
+    'stacked': ('bench_stacked.py', "3 segmenter trainings at once (torch.func.vmap over stacked weights) vs one after another, img/s",
+                '> 1 on a GPU, to adopt it', [], []),
+    'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples", '> 1',
+                 [], ['--rounds', '2']),
 }
 
 
@@ -82,9 +84,11 @@ def main():
     name = device_name(device)
     log_dir = Path(a.log) if a.log else None
     if log_dir: log_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_one(n, cuda, log_dir, a.timeout) for n in a.only]
-    new = section(results, name)
-    with atomic_write(Path(a.results)) as f: f.write(merge(Path(a.results), name, new))
+    results = []
+    for n in a.only:      # the table is rewritten after each benchmark: a run stopped part-way keeps the finished rows
+        results.append(run_one(n, cuda, log_dir, a.timeout))
+        new = section(results, name)
+        with atomic_write(Path(a.results)) as f: f.write(merge(Path(a.results), name, new))
     print(new)
 
 

@@ -21,7 +21,7 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_ru
            'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'run_semi_notebook', 'with_shared_full',
            'table1', 'figure2', 'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance',
            'write_table', 'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'error_line', 'try_run',
-           'out_of_memory', 'run_semi_jobs', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+           'out_of_memory', 'run_semi_jobs', 'pending_upstream', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -210,6 +210,14 @@ def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 
         print(f"{len(todo)} of {len(jobs)} runs ran out of memory; running them again, {workers} at a time")
     return outcomes
 
+def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict) -> list[dict]:
+    """The settings whose upstream stages (classifier, maps, IRNet, weak masks) the unfinished `jobs` of `runs` need built
+    first: one per weak source they use, and the p = 1 one for the CheXpert encoder; none once every run has finished."""
+    todo = [r for r, (_, out) in zip(runs, jobs) if not (Path(out)/'results.csv').exists()]
+    need = [dict(cfg, p=0.0, weak_source=s) for s in dict.fromkeys(r['weak_source'] for r in todo if r['p'] < 1)]
+    if todo and (cfg['encoder_init'] == 'chexpert' or any(r['p'] == 1 for r in todo)): need.append(dict(cfg, p=1.0))
+    return need
+
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
     """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<scale>`.
@@ -222,8 +230,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     executed = root/'sweep'/cfg['scale']/'notebooks'
     if collect: outcomes = [j[1]/'results.csv' if (j[1]/'results.csv').exists() else f"{j[1].name}: not run" for j in jobs]
     else:
-        for s in sources: prepare_upstream(dict(cfg, p=0.0, weak_source=s), root, device)
-        if cfg['encoder_init'] == 'chexpert' or 1.0 in [r['p'] for r in runs]: prepare_upstream(dict(cfg, p=1.0), root, device)
+        for c in pending_upstream(runs, jobs, cfg): prepare_upstream(c, root, device)
         outcomes = run_semi_jobs(jobs, executed, workers)
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
