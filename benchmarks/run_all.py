@@ -53,10 +53,10 @@ def run_one(name: str, cuda: bool, log_dir: Path | None, timeout: int) -> dict:
                 tail='' if ok else out[-600:])
 
 
-def section(results: list, device: str) -> str:
-    "The Markdown section of one run on `device`."
+def section(results: list, device: str, commit: str) -> str:
+    "The Markdown section of one run on `device` at `commit`."
     head = (f"## {device}\n\ntorch {torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-            f"commit {git_commit()}, {os.cpu_count()} CPU cores\n\n| benchmark | ratio | compares | goal | args | wall s |\n|---|---|---|---|---|---|\n")
+            f"commit {commit}, {os.cpu_count()} CPU cores\n\n| benchmark | ratio | compares | goal | args | wall s |\n|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
         ratio = '<br>'.join(f"{k} {v}{rest}".strip() for k, v, rest in r['ratios']) if r['ok'] else 'FAILED: ' + \
@@ -84,10 +84,10 @@ def main():
     name = device_name(device)
     log_dir = Path(a.log) if a.log else None
     if log_dir: log_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, commit = [], git_commit()          # before the table is rewritten: that would mark the tree dirty
     for n in a.only:      # the table is rewritten after each benchmark: a run stopped part-way keeps the finished rows
         results.append(run_one(n, cuda, log_dir, a.timeout))
-        new = section(results, name)
+        new = section(results, name, commit)
         with atomic_write(Path(a.results)) as f: f.write(merge(Path(a.results), name, new))
     print(new)
 
