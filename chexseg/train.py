@@ -47,9 +47,10 @@ def get_batch(dataset: Dataset, indices: torch.Tensor, device: torch.device) -> 
 # %% ../nbs/00a_train.ipynb #e6b439ce
 class Prerendered(Dataset):
     "The fields `keys` of every item of `dataset`, fetched once in chunks of `chunk` and kept on `device`."
-    def __init__(self, dataset: Dataset, keys, device=None, chunk: int = 512):
+    def __init__(self, dataset: Dataset, keys, device=None, chunk: int = 128):
         self.device, n = get_device(device), len(dataset)
-        parts = [get_batch(dataset, torch.arange(s, min(s + chunk, n)), self.device) for s in range(0, n, chunk)]
+        batches = (get_batch(dataset, torch.arange(s, min(s + chunk, n)), self.device) for s in range(0, n, chunk))
+        parts = [{k: b[k] for k in keys} for b in batches]     # the fields not kept go as each chunk is made
         self.data = {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(parts[0][k]) else [x for p in parts for x in p[k]]
                      for k in keys}
     def __len__(self): return len(next(iter(self.data.values())))
