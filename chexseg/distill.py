@@ -171,7 +171,7 @@ def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str |
     first = ups[use[0]]
     expert = in_memory(first['datasets']['expert'], device)
     for init, up in ups.items():
-        up.update(expert_set=expert, weak_set=None)
+        up['expert_set'] = expert
         init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
     pool_data = first['datasets']['classifier']
     return dict(ups=ups, val=stack_split(first['datasets']['val'], device=device), test=stack_split(first['datasets']['test'], device=device),

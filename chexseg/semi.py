@@ -32,8 +32,8 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'chec
            'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter',
            'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
            'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset',
-           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'run_trial', 'summary_rows', 'run_experiment',
-           'chexseg_train_segmenter', 'plot_predictions']
+           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'run_trial', 'summary_rows',
+           'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -112,10 +112,6 @@ class MaskSet(Dataset):
         rows = torch.as_tensor(indices).cpu()
         idx = indices_on(rows, self.images.device)
         return {'id': [self.ids[i] for i in rows.tolist()], 'image': self.images[idx].to(device), 'mask': self.masks[idx].to(device)}
-    def select(self, rows) -> 'MaskSet':
-        "The items `rows` as a new `MaskSet` (same device)."
-        rows = list(rows)
-        return MaskSet(self.images[rows], self.masks[rows], [self.ids[i] for i in rows])
     def to(self, device) -> 'MaskSet':
         "This set with its tensors on `device` (on a GPU, training then never copies data from the host)."
         return MaskSet(self.images.to(device), self.masks.to(device), self.ids)
@@ -304,10 +300,8 @@ def real_splits(cfg: dict) -> dict:
 
 # %% ../nbs/04_semi.ipynb #efcfbe2d
 def weak_subset(weak: Dataset | None, cfg: dict, trial: int) -> Dataset | None:
-    "The weak masks of trial `trial`: the `trial`-th block of `n_weak` images of the weak pool."
-    if weak is None: return None
-    rows = range(trial * cfg['n_weak'], (trial + 1) * cfg['n_weak'])
-    return weak.select(rows) if isinstance(weak, MaskSet) else Subset(weak, rows)
+    "The weak masks of trial `trial`: the `trial`-th block of `n_weak` images of the weak pool (a view: nothing is rendered)."
+    return None if weak is None else Subset(weak, range(trial * cfg['n_weak'], (trial + 1) * cfg['n_weak']))
 
 def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
     "Everything that determines the segmenter of `trial`: the cache key of its run directory."
@@ -332,10 +326,15 @@ def in_memory(dataset: Dataset | None, device=None) -> MaskSet | None:
     "`dataset`'s images and masks rendered or read once into a `MaskSet` on `device` (training then never waits for data)."
     return None if dataset is None else MaskSet(**stack_split(dataset, device=device)).to(get_device(device))
 
+def trial_mix(cfg: dict, up: dict, trial: int, device=None) -> MixedDataset:
+    """The training set of `trial`: the expert set (`up['expert_set']`, in memory) mixed at `p` with the trial's block of
+    weak masks, only that block rendered into memory (the pool holds every trial's: at the paper's scale 60,000 films)."""
+    return MixedDataset(up['expert_set'], in_memory(weak_subset(up['weak'], cfg, trial), device), cfg['p'],
+                        length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + trial)
+
 def run_trial(cfg: dict, up: dict, trial: int, root: str | Path, val: dict, test: dict, device=None) -> dict:
     "Train (or load) the segmenter of `trial` and evaluate it."
-    mix = MixedDataset(up['expert_set'], weak_subset(up['weak_set'], cfg, trial), cfg['p'],
-                       length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + trial)
+    mix = trial_mix(cfg, up, trial, device)
     out = run_dir(root, 'segmenter', segmenter_settings(cfg, up, trial))
     model, losses = train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'],
                                     init_weights=up['init_weights'], steps=cfg['steps'], batch_size=cfg['batch_size'],
@@ -355,7 +354,7 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
     "Run all trials of the CheXseg experiment `cfg`; write and return the results table."
     t0, tally = time.perf_counter(), phase_tally(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
-    up.update(expert_set=in_memory(up['datasets']['expert'], device), weak_set=in_memory(up['weak'], device))
+    up['expert_set'] = in_memory(up['datasets']['expert'], device)
     val, test = stack_split(up['datasets']['val'], device=device), stack_split(up['datasets']['test'], device=device)
     results = [run_trial(cfg, up, t, root, val, test, device) for t in range(cfg['trials'])]
     table = pd.concat([summary_rows(r, cfg) for r in results], ignore_index=True)
@@ -386,10 +385,9 @@ def chexseg_train_segmenter(argv=None):
                             encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
     up = prepare_upstream(cfg, a.root, a.device)
-    up.update(expert_set=in_memory(up['datasets']['expert'], a.device), weak_set=in_memory(up['weak'], a.device))
+    up['expert_set'] = in_memory(up['datasets']['expert'], a.device)
     out = run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))
-    mix = MixedDataset(up['expert_set'], weak_subset(up['weak_set'], cfg, a.trial), cfg['p'],
-                       length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + a.trial)
+    mix = trial_mix(cfg, up, a.trial, a.device)
     train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['init_weights'],
                     steps=cfg['steps'], batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'] + a.trial, device=a.device)
     if is_main_process(): print(out/'model.safetensors')

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
 from .core import autocast, get_device, in_test, load_state, save_state, save_weights, to_device
@@ -39,7 +39,9 @@ def indices_on(indices, device) -> torch.Tensor:
     return idx.pin_memory().to(device, non_blocking=True)
 
 def get_batch(dataset: Dataset, indices: torch.Tensor, device: torch.device) -> dict:
-    "Items `indices` of `dataset` collated and moved to `device` (uses `dataset.get_batch` when it has one)."
+    """Items `indices` of `dataset` collated and moved to `device` (uses `dataset.get_batch` when it has one, also through
+    a `Subset` of it)."""
+    if isinstance(dataset, Subset): return get_batch(dataset.dataset, torch.as_tensor(dataset.indices)[torch.as_tensor(indices).cpu()], device)
     if hasattr(dataset, 'get_batch'): batch = dataset.get_batch(indices, device=device)
     else: batch = default_collate([dataset[int(i)] for i in indices])
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
