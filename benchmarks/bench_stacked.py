@@ -53,7 +53,7 @@ def timed(step, steps, device) -> float:
 def one_after_another(device, k, batch, size, steps) -> float:
     "Images per second of the k models each taking its own Adam step on its own batch, in turn."
     models, (x, y) = models_on(device, k), batches(device, k, batch, size)
-    if device.type == 'cuda': x = torch.stack([xi.contiguous(memory_format=torch.channels_last) for xi in x])
+    if device.type == 'cuda': x = [xi.contiguous(memory_format=torch.channels_last) for xi in x]   # a list: stacking would undo it
     opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in models]
     def step():
         for m, o, xi, yi in zip(models, opts, x, y):
