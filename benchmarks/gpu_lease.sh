@@ -11,7 +11,10 @@
 # installing and BENCH_S: the paper run is stopped then, keeping what finished; the summary is rewritten after every
 # stage), STAGES (all), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished
 # ones), RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run
-# again, so two capped leases add up to the whole paper). Without .whl/ (a machine that has the packages) nothing is
+# again, so two capped leases add up to the whole paper), STACK (auto: train each run's trials at once if
+# bench_stacked.py, run first for a few seconds, finds that at least 15% faster on this device; 1: always; 0: never),
+# WORK (.devrun/work: every stage's cache; git-ignored, so a second call on the same warm machine carries on from it, the
+# upstream stages and distillation weights included). Without .whl/ (a machine that has the packages) nothing is
 # installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,19 +52,30 @@ run)
   fi
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   [ -f .whl/COMMIT ] && export CHEXSEG_COMMIT="$(cat .whl/COMMIT)"
-  work=$(mktemp -d)
+  work=${WORK:-$PWD/.devrun/work}
+  mkdir -p "$work"
   : > "$OUT/paper.log"
+  [ -d "$work/runs" ] && echo "carrying on in $work: $(find "$work/runs" -name results.csv | wc -l) finished runs there" >> "$OUT/paper.log"
   if [ -n "${RESUME:-}" ]; then
     tar xzf "$RESUME" -C "$work"
     echo "resumed $(find "$work/runs" -name results.csv | wc -l) finished runs from $RESUME" >> "$OUT/paper.log"
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
   (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
+  STACK=${STACK:-auto} stack_flag=''
+  if [ "$STACK" = auto ]; then          # the probe's output goes into paper.log: at most 8 files come back
+    probe=$(timeout 150 python3 benchmarks/bench_stacked.py 2>&1 | grep -v 'it/s\|s/it' || true)
+    echo "$probe" >> "$OUT/paper.log"
+    ratio=$(echo "$probe" | sed -n 's/^RATIO: \([0-9.]*\).*/\1/p')
+    STACK=$(python3 -c "import sys; print(int(bool(sys.argv[1]) and float(sys.argv[1] or 0) >= 1.15))" "$ratio")
+    echo "stacked trials: bench_stacked RATIO ${ratio:-none} -> STACK=$STACK" >> "$OUT/paper.log"
+  fi
+  if [ "$STACK" = 1 ]; then stack_flag=--stack_trials; fi
   PAPER_CAP_S=${PAPER_CAP_S:-$((LEASE_S - BENCH_S - (SECONDS - start)))}
   echo "paper capped at $PAPER_CAP_S s" >> "$OUT/paper.log"
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
-    --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} 2>&1 \
+    --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} $stack_flag 2>&1 \
     | grep --line-buffered -v 'it/s\|s/it' >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
   tar czf "$OUT/figures.tgz" -C "$work/figures" .

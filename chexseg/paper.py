@@ -199,22 +199,23 @@ def run_stage(name: str, fn, log: dict):
 
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
-               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES) -> Path:
-    "Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`); return the summary's path."
+               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False) -> Path:
+    """Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`; with
+    `stack_trials` the sweep's and the encoder study's runs train their trials at once); return the summary's path."""
     t0 = time.perf_counter()
     unknown = set(stages) - set(STAGES)
     if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
-    cfg = experiment_config(scale, device)
+    cfg = experiment_config(scale, device, stack_trials=stack_trials)
     figures, root = Path(figures).resolve(), Path(root).resolve()
     out, executed = figures/cfg['scale'], root/'paper'/cfg['scale']/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device)
-    steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device),
+    steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials),
              'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers), executed),
-             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers), executed),
+             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
     def write_summary():
-        meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps')},
+        meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps', 'stack_trials')},
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
@@ -234,6 +235,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
+    ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources)
+    path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials)
     print(path.read_text())

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_weights, save_weights, device_name, seed_everything, run_dir, write_json, atomic_write_path,
                           autocast, to_device, provenance)
-from .train import fit, get_batch, indices_on, is_main_process
+from .train import fit, fit_stacked, get_batch, indices_on, is_main_process
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .phantom import phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
@@ -30,10 +30,11 @@ from .metrics import iou_masks, bootstrap_miou
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter',
            'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
            'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter',
-           'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
-           'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset',
-           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'run_trial', 'summary_rows',
-           'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs',
+           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
+           'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
+           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
+           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -167,17 +168,43 @@ def train_segmenter(dataset: Dataset, out_dir: str | Path, *, encoder: str = 're
                     init_weights=None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
                     device=None, ckpt_every: int = 200, desc: str = 'segmenter') -> tuple[torch.nn.Module, list[float]]:
     "Train (or load from `out_dir`) a DeepLabV3+ on `dataset`'s images and masks; return `(model, losses)`."
-    out_dir = Path(out_dir); weights = out_dir/'model.safetensors'
-    seed_everything(seed)
-    model = init_encoder(build_segmenter(encoder), init, init_weights, encoder)
-    if weights.exists():
-        sd, meta = load_weights(weights, arch=segmenter_arch(encoder))
-        model.load_state_dict(sd)
-        return model, meta.get('losses', [])
+    model = new_segmenter(encoder, init, init_weights, seed)
+    losses = load_trained(model, out_dir, encoder)
+    if losses is not None: return model, losses
     losses = fit(model, dataset, dice_step, steps=steps, batch_size=batch_size, lr=lr, out_dir=out_dir, seed=seed,
                  device=device, ckpt_every=ckpt_every, desc=desc)
-    if is_main_process(): save_weights(model.state_dict(), weights, arch=segmenter_arch(encoder), losses=losses, init=init)
+    if is_main_process(): save_weights(model.state_dict(), Path(out_dir)/'model.safetensors', arch=segmenter_arch(encoder), losses=losses, init=init)
     return model, losses
+
+def new_segmenter(encoder: str, init: str, init_weights, seed: int) -> torch.nn.Module:
+    "A DeepLabV3+ whose encoder starts from `init` (`init_weights`) and whose other weights are drawn with `seed`."
+    seed_everything(seed)
+    return init_encoder(build_segmenter(encoder), init, init_weights, encoder)
+
+def load_trained(model: torch.nn.Module, out_dir: str | Path, encoder: str) -> list[float] | None:
+    "Load the trained weights in `out_dir` into `model` and return their training losses; None where `out_dir` has none."
+    weights = Path(out_dir)/'model.safetensors'
+    if not weights.exists(): return None
+    sd, meta = load_weights(weights, arch=segmenter_arch(encoder))
+    model.load_state_dict(sd)
+    return meta.get('losses', [])
+
+# %% ../nbs/04_semi.ipynb #e7046074
+@timed_phase('segmenter training')
+def train_segmenters_stacked(datasets: list[Dataset], out_dirs: list, *, seeds: list[int], encoder: str = 'resnet18',
+                             init: str = 'random', init_weights=None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3,
+                             device=None, desc: str = 'segmenters') -> list[tuple[torch.nn.Module, list[float]]]:
+    "Train (or load from each of `out_dirs`) a DeepLabV3+ per dataset, those not trained yet all at once; return each `(model, losses)`."
+    models = [new_segmenter(encoder, init, init_weights, s) for s in seeds]
+    losses = [load_trained(m, o, encoder) for m, o in zip(models, out_dirs)]
+    todo = [i for i, l in enumerate(losses) if l is None]
+    if todo:
+        new = fit_stacked([models[i] for i in todo], [datasets[i] for i in todo], lambda out, b: soft_dice_loss(out, b['mask']),
+                          steps=steps, batch_size=batch_size, lr=lr, seeds=[seeds[i] for i in todo], device=device, desc=desc)
+        for i, l in zip(todo, new):
+            losses[i] = l
+            save_weights(models[i].state_dict(), Path(out_dirs[i])/'model.safetensors', arch=segmenter_arch(encoder), losses=l, init=init)
+    return list(zip(models, losses))
 
 # %% ../nbs/04_semi.ipynb #6f785f3a
 @torch.no_grad()
@@ -223,7 +250,7 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     "The settings of a run: the sizes of `scale` with `overrides` (those not None) applied, checked."
     name = resolve_scale(scale, device)
     cfg = dict(p=0.9, weak_source='cam', encoder='resnet18', encoder_init='chexpert', init_weights=None,
-               classifier_arch='densenet121', seed=0, data_root=None)
+               classifier_arch='densenet121', seed=0, data_root=None, stack_trials=False)
     cfg.update(SCALES[name], scale=name)
     unknown = set(overrides) - set(cfg) - set(SCALES['paper'])
     if unknown: raise ValueError(f"Unknown setting(s) {sorted(unknown)}")
@@ -309,7 +336,8 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
     return dict({k: cfg[k] for k in keys}, trial=trial, expert=up['specs']['expert'],
                 weak=up['specs']['weak_pool'] if cfg['p'] < 1 else None,
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
-                init_weights=file_key(up['init_weights']) if up['init_weights'] else None)
+                init_weights=file_key(up['init_weights']) if up['init_weights'] else None,
+                **({'stacked': True} if cfg['stack_trials'] else {}))   # trained with the other trials: other dropout draws
 
 @timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:
@@ -332,15 +360,27 @@ def trial_mix(cfg: dict, up: dict, trial: int, device=None) -> MixedDataset:
     return MixedDataset(up['expert_set'], in_memory(weak_subset(up['weak'], cfg, trial), device), cfg['p'],
                         length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + trial)
 
+def train_trials(cfg: dict, up: dict, root: str | Path, device=None, trials=None) -> list[tuple[torch.nn.Module, list[float]]]:
+    """The segmenter and training losses of each of `trials` (all of them by default), trained or loaded: one after
+    another, or with `cfg['stack_trials']` all at once (`train_segmenters_stacked`)."""
+    trials = range(cfg['trials']) if trials is None else trials
+    outs = [run_dir(root, 'segmenter', segmenter_settings(cfg, up, t)) for t in trials]
+    kw = dict(encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['init_weights'], steps=cfg['steps'],
+              batch_size=cfg['batch_size'], lr=cfg['lr'], device=device)
+    name = f"p={cfg['p']} {cfg['weak_source']}"
+    if cfg['stack_trials']:
+        return train_segmenters_stacked([trial_mix(cfg, up, t, device) for t in trials], outs, seeds=[cfg['seed'] + t for t in trials],
+                                        desc=f"{name} trials {list(trials)} stacked", **kw)
+    return [train_segmenter(trial_mix(cfg, up, t, device), o, seed=cfg['seed'] + t, desc=f"{name} trial {t}", **kw) for t, o in zip(trials, outs)]
+
+def evaluate_trial(cfg: dict, trial: int, model, losses: list[float], val: dict, test: dict, device=None) -> dict:
+    "The evaluation of the segmenter of `trial` (`evaluate_segmenter`, seeded by the trial) with its losses."
+    return dict(evaluate_segmenter(model, val, test, cfg['n_boot'], cfg['seed'] + trial, device), losses=losses, trial=trial)
+
 def run_trial(cfg: dict, up: dict, trial: int, root: str | Path, val: dict, test: dict, device=None) -> dict:
     "Train (or load) the segmenter of `trial` and evaluate it."
-    mix = trial_mix(cfg, up, trial, device)
-    out = run_dir(root, 'segmenter', segmenter_settings(cfg, up, trial))
-    model, losses = train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'],
-                                    init_weights=up['init_weights'], steps=cfg['steps'], batch_size=cfg['batch_size'],
-                                    lr=cfg['lr'], seed=cfg['seed'] + trial, device=device,
-                                    desc=f"p={cfg['p']} {cfg['weak_source']} trial {trial}")
-    return dict(evaluate_segmenter(model, val, test, cfg['n_boot'], cfg['seed'] + trial, device), losses=losses, trial=trial)
+    (model, losses), = train_trials(cfg, up, root, device, [trial])
+    return evaluate_trial(cfg, trial, model, losses, val, test, device)
 
 # %% ../nbs/04_semi.ipynb #e09f3c18
 def summary_rows(result: dict, cfg: dict) -> pd.DataFrame:
@@ -356,7 +396,7 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
     up = prepare_upstream(cfg, root, device)
     up['expert_set'] = in_memory(up['datasets']['expert'], device)
     val, test = stack_split(up['datasets']['val'], device=device), stack_split(up['datasets']['test'], device=device)
-    results = [run_trial(cfg, up, t, root, val, test, device) for t in range(cfg['trials'])]
+    results = [evaluate_trial(cfg, t, m, l, val, test, device) for t, (m, l) in enumerate(train_trials(cfg, up, root, device))]
     table = pd.concat([summary_rows(r, cfg) for r in results], ignore_index=True)
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -386,11 +426,8 @@ def chexseg_train_segmenter(argv=None):
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
     up = prepare_upstream(cfg, a.root, a.device)
     up['expert_set'] = in_memory(up['datasets']['expert'], a.device)
-    out = run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))
-    mix = trial_mix(cfg, up, a.trial, a.device)
-    train_segmenter(mix, out, encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['init_weights'],
-                    steps=cfg['steps'], batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'] + a.trial, device=a.device)
-    if is_main_process(): print(out/'model.safetensors')
+    train_trials(cfg, up, a.root, a.device, [a.trial])
+    if is_main_process(): print(run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))/'model.safetensors')
 
 # %% ../nbs/04_semi.ipynb #fcb68262
 def plot_predictions(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, n: int = 4):

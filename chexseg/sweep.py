@@ -17,11 +17,12 @@ from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, ph
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'SETUP_CELL', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path', 'semi_notebook',
-           'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'run_semi_notebook', 'with_shared_full',
-           'table1', 'figure2', 'markdown_table', 'provenance_caption', 'notebook_seconds', 'runs_provenance',
-           'write_table', 'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'error_line', 'try_run',
-           'out_of_memory', 'run_semi_jobs', 'pending_upstream', 'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
+           'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'changed_settings',
+           'finished', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
+           'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
+           'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
+           'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -70,10 +71,29 @@ def execute(name: str, executed: Path, params: dict) -> Path:
                         kernel_name='python3', progress_bar=False)
     return Path(executed)
 
+RUN_PLACES = ('root', 'device', 'out_dir')       # where a run ran and wrote, not what it computed
+
+def changed_settings(out_dir: Path, params: dict) -> dict:
+    """The settings of `params` that the run in `out_dir` ran with other values, by its `run.json`: {name: (then, now)}
+    (none without a run.json; every one where it cannot be read)."""
+    path, asked = Path(out_dir)/'run.json', {k: v for k, v in params.items() if k not in RUN_PLACES}
+    if not path.exists(): return {}
+    try: then = read_json(path).get('settings', {})
+    except ValueError: then = {k: 'unreadable run.json' for k in asked}
+    return {k: (then.get(k), v) for k, v in asked.items() if then.get(k) != v}
+
+def finished(out_dir: Path, params: dict) -> bool:
+    "Whether the run writing into `out_dir` has finished with `params`: its `results.csv` is there and no setting changed."
+    return (Path(out_dir)/'results.csv').exists() and not changed_settings(out_dir, params)
+
 def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path) -> Path:
-    "Execute 04_semi with `params` (results into `out_dir`); return `out_dir/results.csv`."
+    "Execute 04_semi with `params` (results into `out_dir`) unless it has `finished` with them; return `out_dir/results.csv`."
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
-    if not results.exists(): execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
+    if not finished(out_dir, params):
+        if results.exists():
+            changes = ', '.join(f"{k}={now!r} (was {then!r})" for k, (then, now) in changed_settings(out_dir, params).items())
+            print(f"{out_dir.name}: finished with other settings; running it again with {changes}")
+        execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
     return results
 
 # %% ../nbs/04a_sweep.ipynb #cfb44642
@@ -213,7 +233,7 @@ def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 
 def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict) -> list[dict]:
     """The settings whose upstream stages (classifier, maps, IRNet, weak masks) the unfinished `jobs` of `runs` need built
     first: one per weak source they use, and the p = 1 one for the CheXpert encoder; none once every run has finished."""
-    todo = [r for r, (_, out) in zip(runs, jobs) if not (Path(out)/'results.csv').exists()]
+    todo = [r for r, (params, out) in zip(runs, jobs) if not finished(out, params)]
     need = [dict(cfg, p=0.0, weak_source=s) for s in dict.fromkeys(r['weak_source'] for r in todo if r['p'] < 1)]
     if todo and (cfg['encoder_init'] == 'chexpert' or any(r['p'] == 1 for r in todo)): need.append(dict(cfg, p=1.0))
     return need
@@ -228,7 +248,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     root = Path(root).resolve()
     jobs = sweep_jobs(runs, cfg, root, device, **settings)
     executed = root/'sweep'/cfg['scale']/'notebooks'
-    if collect: outcomes = [j[1]/'results.csv' if (j[1]/'results.csv').exists() else f"{j[1].name}: not run" for j in jobs]
+    if collect: outcomes = [out/'results.csv' if finished(out, params) else f"{out.name}: not run with these settings" for params, out in jobs]
     else:
         for c in pending_upstream(runs, jobs, cfg): prepare_upstream(c, root, device)
         outcomes = run_semi_jobs(jobs, executed, workers)
@@ -261,6 +281,8 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
     ap.add_argument('--workers', type=int, default=1); ap.add_argument('--device')
     ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
+    ap.add_argument('--stack_trials', action='store_true', help="train each run's trials at once (one stacked model; see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, trials=a.trials, steps=a.steps, size=a.size)
+    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, trials=a.trials, steps=a.steps, size=a.size,
+                    stack_trials=a.stack_trials)
     print(table1(res).round(3).to_string())

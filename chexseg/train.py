@@ -4,12 +4,13 @@
 
 # %% ../nbs/00a_train.ipynb #a0b47982
 from __future__ import annotations
-import math, os, time
+import copy, math, os, time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
@@ -17,7 +18,7 @@ from .core import autocast, get_device, in_test, load_state, save_state, save_we
 
 # %% auto #0
 __all__ = ['step_indices', 'indices_on', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process',
-           'fit']
+           'fit', 'fit_stacked']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -121,3 +122,33 @@ def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: i
         if stop_after is not None and step >= stop_after: break
     flush(); bar.close()
     return losses
+
+# %% ../nbs/00a_train.ipynb #a7c69e78
+def fit_stacked(models: list[torch.nn.Module], datasets: list[Dataset], loss_fn: Callable, *, steps: int, batch_size: int,
+                lr: float, seeds: list[int], device=None, desc: str = 'train stacked') -> list[list[float]]:
+    """Train `models` (one architecture) at once, model `i` on `datasets[i]` in the order of `seeds[i]` (as `fit` would),
+    with Adam at `lr`; `loss_fn(logits, batch)`. The models are trained in place; returns each one's per-step losses."""
+    if not len(models) == len(datasets) == len(seeds): raise ValueError(f"{len(models)} models need as many datasets and seeds, got {len(datasets)} and {len(seeds)}")
+    if dist.is_initialized() and dist.get_world_size() > 1: raise ValueError("fit_stacked trains in one process: under torchrun use fit")
+    device = get_device(device)
+    models = [to_device(m, device).train() for m in models]
+    params, buffers = stack_module_state(models)              # leaves [k, ...]: model i's weights are slice i
+    skeleton = copy.deepcopy(models[0]).to('meta')
+    forward = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), randomness='different')
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    bar = tqdm(total=steps, desc=desc, disable=in_test(), leave=False)
+    losses, pending, t0 = [], [], time.perf_counter()
+    for step in range(steps):
+        batches = [get_batch(d, step_indices(step, len(d), batch_size, s), device) for d, s in zip(datasets, seeds)]
+        with autocast(device):
+            out = forward(params, buffers, torch.stack([b['image'] for b in batches]))
+            each = torch.stack([loss_fn(o, b) for o, b in zip(out, batches)])
+        opt.zero_grad(set_to_none=True); each.sum().backward(); opt.step()   # model i's gradient is its own loss's
+        pending.append(each.detach().float()); bar.update(1)
+        if (step + 1) % 20 == 0 or step + 1 == steps:                     # no sync per step
+            losses += torch.stack(pending).tolist(); pending.clear()
+            bar.set_postfix(img_s=f'{len(models) * batch_size * (step + 1) / (time.perf_counter() - t0):.1f}')
+    bar.close()
+    with torch.no_grad():
+        for i, m in enumerate(models): m.load_state_dict({k: v[i] for k, v in {**params, **buffers}.items()})
+    return [list(l) for l in zip(*losses)] if losses else [[] for _ in models]

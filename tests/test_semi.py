@@ -79,3 +79,22 @@ def test_train_segmenter_cli_under_torchrun(tmp_path):
     assert len(printed) == 1                                        # only rank 0 reports (and saves)
     sd, meta = load_weights(printed[0], arch='deeplabv3plus-resnet18')
     assert len(meta['losses']) == 3 and all(np.isfinite(meta['losses']))
+
+
+def test_stacked_trials_run_and_keep_their_own_cache(tmp_path):
+    "A run whose trials are trained at once: every trial evaluated, their segmenters cached apart from one-at-a-time ones, then loaded."
+    from chexseg.semi import run_experiment
+    import pandas as pd
+    cfg = experiment_config('smoke', p=1.0, encoder_init='random', classifier_arch='resnet18', trials=2, steps=3, stack_trials=True)
+    table, results, _ = run_experiment(cfg, tmp_path, tmp_path/'out', 'cpu')
+    assert sorted(table.trial.unique()) == [0, 1]
+    assert [len(r['losses']) for r in results] == [3, 3]
+    assert (tmp_path/'out'/'results.csv').exists()
+    weights = sorted((tmp_path/'segmenter').glob('*/model.safetensors'))
+    assert len(weights) == 2
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    again, _, _ = run_experiment(cfg, tmp_path, None, 'cpu')         # loaded, not trained again: same results
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
+    pd.testing.assert_frame_equal(again, table)
+    run_experiment(dict(cfg, stack_trials=False), tmp_path, None, 'cpu')
+    assert len(list((tmp_path/'segmenter').glob('*/model.safetensors'))) == 4   # one at a time: other segmenters
