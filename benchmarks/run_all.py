@@ -29,7 +29,7 @@ BENCHMARKS = {
     'segmenter': ('bench_segmenter.py', "segmenter training: chexseg's loop (data, mixing, loss, step) vs bare model step", '>= 0.9 on a GPU',
                   [], ['--steps', '3']),
     'stacked': ('bench_stacked.py', "3 segmenter trainings at once (fit_stacked: torch.func.vmap over stacked weights) vs one after another (fit), img/s",
-                '>= 1.15 on a GPU: gpu_lease.sh then stacks the trials', [], []),
+                '>= 1.15 on a GPU (gpu_lease.sh STACK=auto then stacks the trials)', [], []),
     'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples", '> 1',
                  [], ['--rounds', '2']),
 }
