@@ -11,9 +11,8 @@
 # installing and BENCH_S: the paper run is stopped then, keeping what finished; the summary is rewritten after every
 # stage), STAGES (all), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished
 # ones), RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run
-# again, so two capped leases add up to the whole paper), STACK (0, the default: trials one after another; auto: train
-# each run's trials at once if bench_stacked.py, run first for a few seconds, finds that at least 15% faster on this
-# device; 1: always. Not the default while a CPU check is unexplained: figures/gpu/README.md),
+# again, so two capped leases add up to the whole paper), STACK (auto: train each run's trials at once if
+# bench_stacked.py, run first for a few seconds, finds that at least 15% faster on this device; 1: always; 0: never),
 # WORK (.devrun/work: every stage's cache; git-ignored, so a second call on the same warm machine carries on from it, the
 # upstream stages and distillation weights included). Without .whl/ (a machine that has the packages) nothing is
 # installed.
@@ -63,7 +62,7 @@ run)
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
   (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
-  STACK=${STACK:-0} stack_flag=''
+  STACK=${STACK:-auto} stack_flag=''
   if [ "$STACK" = auto ]; then          # the probe's output goes into paper.log: at most 8 files come back
     probe=$(timeout 150 python3 benchmarks/bench_stacked.py 2>&1 | grep -v 'it/s\|s/it' || true)
     echo "$probe" >> "$OUT/paper.log"
