@@ -12,7 +12,7 @@ Usage: python benchmarks/bench_stacked.py [--k 3] [--size 320] [--batch 8] [--st
 import argparse, time
 import torch
 from chexseg.core import device_name, get_device
-from chexseg.semi import MaskSet, build_segmenter, dice_step, soft_dice_loss
+from chexseg.semi import MaskSet, batch_dice, build_segmenter, dice_step
 from chexseg.train import fit, fit_stacked
 
 
@@ -32,15 +32,13 @@ def datasets(device, k: int, size: int, n: int = 32) -> list:
             for _ in range(k)]
 
 
-def stacked_loss(out, batch): return soft_dice_loss(out, batch['mask'])
-
 
 def one_after_another(models, sets, device, batch, steps) -> list[list[float]]:
     return [fit(m, d, dice_step, steps=steps, batch_size=batch, lr=1e-3, seed=i, device=device) for i, (m, d) in enumerate(zip(models, sets))]
 
 
 def all_at_once(models, sets, device, batch, steps) -> list[list[float]]:
-    return fit_stacked(models, sets, stacked_loss, steps=steps, batch_size=batch, lr=1e-3, seeds=list(range(len(models))), device=device)
+    return fit_stacked(models, sets, batch_dice, steps=steps, batch_size=batch, lr=1e-3, seeds=list(range(len(models))), device=device)
 
 
 def sync(device):

@@ -29,7 +29,7 @@ from .metrics import iou_masks, bootstrap_miou
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter',
            'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
-           'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'dice_step', 'train_segmenter',
+           'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter',
            'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs',
            'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
            'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
@@ -157,11 +157,15 @@ class MixedDataset(Dataset):
 # %% ../nbs/04_semi.ipynb #5c93dffb
 def segmenter_arch(encoder: str) -> str: return f'deeplabv3plus-{encoder}'
 
+def batch_dice(logits, batch) -> torch.Tensor:
+    "Soft Dice of `logits` against the batch's masks (the loss of a stacked training, `fit_stacked`)."
+    return soft_dice_loss(logits, batch['mask'])
+
 def dice_step(net, batch) -> torch.Tensor:
     "The loss of one batch: soft Dice of the segmenter's logits against the batch's masks."
     x = batch['image']
     if x.is_cuda: x = x.contiguous(memory_format=torch.channels_last)
-    return soft_dice_loss(net(x), batch['mask'])
+    return batch_dice(net(x), batch)
 
 @timed_phase('segmenter training')
 def train_segmenter(dataset: Dataset, out_dir: str | Path, *, encoder: str = 'resnet18', init: str = 'random',
@@ -199,7 +203,7 @@ def train_segmenters_stacked(datasets: list[Dataset], out_dirs: list, *, seeds: 
     losses = [load_trained(m, o, encoder) for m, o in zip(models, out_dirs)]
     todo = [i for i, l in enumerate(losses) if l is None]
     if todo:
-        new = fit_stacked([models[i] for i in todo], [datasets[i] for i in todo], lambda out, b: soft_dice_loss(out, b['mask']),
+        new = fit_stacked([models[i] for i in todo], [datasets[i] for i in todo], batch_dice,
                           steps=steps, batch_size=batch_size, lr=lr, seeds=[seeds[i] for i in todo], device=device, desc=desc)
         for i, l in zip(todo, new):
             losses[i] = l

@@ -89,10 +89,10 @@ def finished(out_dir: Path, params: dict) -> bool:
 def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path) -> Path:
     "Execute 04_semi with `params` (results into `out_dir`) unless it has `finished` with them; return `out_dir/results.csv`."
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
-    if not finished(out_dir, params):
-        if results.exists():
-            changes = ', '.join(f"{k}={now!r} (was {then!r})" for k, (then, now) in changed_settings(out_dir, params).items())
-            print(f"{out_dir.name}: finished with other settings; running it again with {changes}")
+    changes = changed_settings(out_dir, params) if results.exists() else {}
+    if changes: print(f"{out_dir.name}: finished with other settings; running it again with "
+                      + ', '.join(f"{k}={now!r} (was {then!r})" for k, (then, now) in changes.items()))
+    if changes or not results.exists():
         execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
     return results
 
