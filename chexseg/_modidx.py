@@ -574,4 +574,5 @@ d = { 'settings': { 'branch': 'main',
                                'chexseg.train.init_distributed': ('train.html#init_distributed', 'chexseg/train.py'),
                                'chexseg.train.is_main_process': ('train.html#is_main_process', 'chexseg/train.py'),
                                'chexseg.train.on_device_if_cuda': ('train.html#on_device_if_cuda', 'chexseg/train.py'),
+                               'chexseg.train.recompute_batchnorm': ('train.html#recompute_batchnorm', 'chexseg/train.py'),
                                'chexseg.train.step_indices': ('train.html#step_indices', 'chexseg/train.py')}}}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test, load_state, load_weights,
                           phase_tally, phases_since, provenance, run_dir, save_state, save_weights, seed_everything,
                           sum_phases, timed_phase, write_json)
-from .train import fit, get_batch, is_main_process
+from .train import fit, get_batch, is_main_process, recompute_batchnorm
 from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
                           summary_rows)
@@ -132,8 +132,10 @@ def train_student(images: torch.Tensor, targets: torch.Tensor, out_dir: str | Pa
     seed_everything(seed)
     model = init_encoder(build_segmenter(encoder), init, init_weights, encoder)
     step = partial(distill_step, upsample=logit_upsampler(model), tau=tau)
-    losses = fit(model, MaskSet(images, targets), step, steps=steps, batch_size=batch_size, lr=lr, out_dir=out_dir,
+    data = MaskSet(images, targets)
+    losses = fit(model, data, step, steps=steps, batch_size=batch_size, lr=lr, out_dir=out_dir,
                  seed=seed, device=device, ckpt_every=ckpt_every, desc=desc)
+    recompute_batchnorm(model, data, batch_size=batch_size, seed=seed, device=device)
     if is_main_process(): save_weights(model.state_dict(), weights, arch=segmenter_arch(encoder), losses=losses, init=init,
                                        stage='student', tau=tau)
     return model, losses
@@ -144,7 +146,7 @@ def student_settings(cfg: dict, up: dict, teacher_weights: Path, pool: dict, n: 
     "Everything that determines a student: the cache key of its run directory."
     return dict(teacher=file_key(teacher_weights), pool=pool, n_unlabeled=n, encoder=cfg['encoder'], encoder_init=cfg['encoder_init'],
                 init_weights=file_key(encoder_weights(up)) if encoder_weights(up) else None,
-                steps=steps, batch_size=cfg['batch_size'], lr=lr, tau=tau, seed=cfg['seed'] + trial)
+                steps=steps, batch_size=cfg['batch_size'], lr=lr, tau=tau, seed=cfg['seed'] + trial, batchnorm='recomputed')
 
 DISTILL_COLUMNS = ['scale', 'init', 'model', 'fraction', 'n_unlabeled', 'trial', 'pathology', 'miou', 'lower', 'upper', 'n_images']
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_weights, save_weights, device_name, seed_everything, run_dir, write_json, atomic_write_path,
                           autocast, to_device, provenance)
-from .train import fit, fit_stacked, get_batch, indices_on, is_main_process
+from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .phantom import phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
@@ -177,6 +177,7 @@ def train_segmenter(dataset: Dataset, out_dir: str | Path, *, encoder: str = 're
     if losses is not None: return model, losses
     losses = fit(model, dataset, dice_step, steps=steps, batch_size=batch_size, lr=lr, out_dir=out_dir, seed=seed,
                  device=device, ckpt_every=ckpt_every, desc=desc)
+    recompute_batchnorm(model, dataset, batch_size=batch_size, seed=seed, device=device)
     if is_main_process(): save_weights(model.state_dict(), Path(out_dir)/'model.safetensors', arch=segmenter_arch(encoder), losses=losses, init=init)
     return model, losses
 
@@ -207,6 +208,7 @@ def train_segmenters_stacked(datasets: list[Dataset], out_dirs: list, *, seeds: 
                           steps=steps, batch_size=batch_size, lr=lr, seeds=[seeds[i] for i in todo], device=device, desc=desc)
         for i, l in zip(todo, new):
             losses[i] = l
+            recompute_batchnorm(models[i], datasets[i], batch_size=batch_size, seed=seeds[i], device=device)
             save_weights(models[i].state_dict(), Path(out_dirs[i])/'model.safetensors', arch=segmenter_arch(encoder), losses=l, init=init)
     return list(zip(models, losses))
 
@@ -341,7 +343,7 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
                 weak=up['specs']['weak_pool'] if cfg['p'] < 1 else None,
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
                 init_weights=file_key(up['init_weights']) if up['init_weights'] else None,
-                **({'stacked': True} if cfg['stack_trials'] else {}))   # trained with the other trials: other dropout draws
+                batchnorm='recomputed', **({'stacked': True} if cfg['stack_trials'] else {}))   # stacked: other dropout draws
 
 @timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:

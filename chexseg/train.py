@@ -18,7 +18,7 @@ from .core import autocast, get_device, in_test, load_state, save_state, save_we
 
 # %% auto #0
 __all__ = ['step_indices', 'indices_on', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process',
-           'fit', 'fit_stacked']
+           'fit', 'fit_stacked', 'recompute_batchnorm']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -152,3 +152,24 @@ def fit_stacked(models: list[torch.nn.Module], datasets: list[Dataset], loss_fn:
     with torch.no_grad():
         for i, m in enumerate(models): m.load_state_dict({k: v[i] for k, v in {**params, **buffers}.items()})
     return [list(l) for l in zip(*losses)] if losses else [[] for _ in models]
+
+# %% ../nbs/00a_train.ipynb #106ee31d
+@torch.no_grad()
+def recompute_batchnorm(model: torch.nn.Module, dataset: Dataset, *, batch_size: int, seed: int = 0, max_batches: int = 50,
+                        device=None) -> torch.nn.Module:
+    """Set the running statistics of every BatchNorm of `model` to their average over one pass of `dataset`'s images
+    (at most `max_batches` batches of `batch_size`, in the order of `seed`), with dropout off; return `model`."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(dataset) == 0: return model
+    device, was_training, momenta = get_device(device), model.training, [m.momentum for m in norms]
+    model = to_device(model, device).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd): m.eval()
+    for m in norms: m.reset_running_stats(); m.momentum = None        # momentum None: a cumulative average
+    for step in range(min(math.ceil(len(dataset) / batch_size), max_batches)):
+        x = get_batch(dataset, step_indices(step, len(dataset), batch_size, seed), device)['image']
+        if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device): model(x)
+    for m, momentum in zip(norms, momenta): m.momentum = momentum
+    return model.train(was_training)
+
