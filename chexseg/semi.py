@@ -27,12 +27,12 @@ from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, i
 from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
-__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'check_choice', 'check_p', 'Segmenter',
-           'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
-           'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter',
-           'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs',
-           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits', 'stack_split',
-           'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
+__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'check_choice', 'check_p',
+           'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file',
+           'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
+           'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
+           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits',
+           'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
            'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
            'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
@@ -246,6 +246,8 @@ SCALES = {
                   n_val=6, n_test=8, trials=1, steps=2, batch_size=4, lr=1e-3, n_boot=50, moco_steps=2),
 }
 
+METHOD_VERSION = 2   # raise it when a change to the code changes what the same settings give (2: BatchNorm statistics recomputed)
+
 def resolve_scale(scale: str = 'auto', device=None) -> str:
     "The scale to run: `scale` itself, or for 'auto' 'smoke' under nbdev_test, 'gpu' on CUDA and 'cpu' otherwise."
     if scale != 'auto': return check_choice(scale, tuple(SCALES), 'scale')
@@ -261,7 +263,7 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     unknown = set(overrides) - set(cfg) - set(SCALES['paper'])
     if unknown: raise ValueError(f"Unknown setting(s) {sorted(unknown)}")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    cfg['p'] = check_p(cfg['p'])
+    cfg['p'], cfg['method_version'] = check_p(cfg['p']), METHOD_VERSION
     check_choice(cfg['weak_source'], WEAK_SOURCES, 'weak source')
     check_choice(cfg['encoder_init'], tuple(ENCODER_INITS), 'encoder initialisation')
     if cfg['init_weights'] is not None: cfg['init_weights'] = str(check_init_weights(cfg['encoder_init'], cfg['init_weights']))

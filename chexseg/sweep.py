@@ -14,7 +14,7 @@ import torch
 
 from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, sum_phases, write_json)
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
+from .semi import METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
@@ -74,9 +74,10 @@ def execute(name: str, executed: Path, params: dict) -> Path:
 RUN_PLACES = ('root', 'device', 'out_dir')       # where a run ran and wrote, not what it computed
 
 def changed_settings(out_dir: Path, params: dict) -> dict:
-    """The settings of `params` that the run in `out_dir` ran with other values, by its `run.json`: {name: (then, now)}
-    (none without a run.json; every one where it cannot be read)."""
-    path, asked = Path(out_dir)/'run.json', {k: v for k, v in params.items() if k not in RUN_PLACES}
+    """The settings of `params`, and the `method_version`, that the run in `out_dir` ran with other values, by its
+    `run.json`: {name: (then, now)} (none without a run.json; every one where it cannot be read)."""
+    path = Path(out_dir)/'run.json'
+    asked = dict({k: v for k, v in params.items() if k not in RUN_PLACES}, method_version=METHOD_VERSION)
     if not path.exists(): return {}
     try: then = read_json(path).get('settings', {})
     except ValueError: then = {k: 'unreadable run.json' for k in asked}
