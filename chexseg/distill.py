@@ -146,7 +146,8 @@ def student_settings(cfg: dict, up: dict, teacher_weights: Path, pool: dict, n: 
     "Everything that determines a student: the cache key of its run directory."
     return dict(teacher=file_key(teacher_weights), pool=pool, n_unlabeled=n, encoder=cfg['encoder'], encoder_init=cfg['encoder_init'],
                 init_weights=file_key(encoder_weights(up)) if encoder_weights(up) else None,
-                steps=steps, batch_size=cfg['batch_size'], lr=lr, tau=tau, seed=cfg['seed'] + trial, batchnorm='recomputed')
+                steps=steps, batch_size=cfg['batch_size'], lr=lr, tau=tau, seed=cfg['seed'] + trial,
+                method_version=cfg['method_version'])
 
 DISTILL_COLUMNS = ['scale', 'init', 'model', 'fraction', 'n_unlabeled', 'trial', 'pathology', 'miou', 'lower', 'upper', 'n_images']
 

@@ -345,7 +345,7 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
                 weak=up['specs']['weak_pool'] if cfg['p'] < 1 else None,
                 cam_classifier=file_key(up['cam_classifier']) if cfg['p'] < 1 else None,
                 init_weights=file_key(up['init_weights']) if up['init_weights'] else None,
-                batchnorm='recomputed', **({'stacked': True} if cfg['stack_trials'] else {}))   # stacked: other dropout draws
+                method_version=cfg['method_version'], **({'stacked': True} if cfg['stack_trials'] else {}))   # stacked: other dropout draws
 
 @timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:

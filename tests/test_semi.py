@@ -1,7 +1,8 @@
 "CheXseg's semi-supervised pieces: exact-p mixing, the Dice loss, output thresholds, and early errors."
 import numpy as np, pytest, torch
+from chexseg.core import run_dir
 from chexseg.semi import (MaskSet, MixedDataset, soft_dice_loss, tune_output_thresholds, experiment_config,
-                          build_segmenter, init_encoder)
+                          build_segmenter, init_encoder, phantom_splits, segmenter_settings, METHOD_VERSION)
 
 
 def sets():
@@ -54,6 +55,14 @@ def test_bad_settings_fail_before_any_work(kw, msg):
 
 def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match='Unknown encoder'): build_segmenter('resnet7')
+
+
+def test_segmenter_cache_keys_on_the_method_version(tmp_path):
+    cfg = experiment_config('smoke', p=1.0)
+    up = dict(specs=phantom_splits(cfg), cam_classifier=None, init_weights=None)
+    assert segmenter_settings(cfg, up, 0)['method_version'] == METHOD_VERSION
+    older = dict(cfg, method_version=METHOD_VERSION - 1)   # a segmenter trained by older code is not reused
+    assert run_dir(tmp_path, 'segmenter', segmenter_settings(older, up, 0)) != run_dir(tmp_path, 'segmenter', segmenter_settings(cfg, up, 0))
 
 
 def test_train_segmenter_cli_smoke(tmp_path, capsys):
