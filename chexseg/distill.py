@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test, load_state, load_weights,
-                          phase_tally, phases_since, provenance, run_dir, save_state, save_weights, seed_everything,
-                          sum_phases, timed_phase, write_json)
+                          phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
+                          seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
 from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
                           init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
@@ -26,15 +26,15 @@ from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
-from .sweep import kernel_threads, provenance_caption, save_figure, write_table
+from .sweep import kernel_threads, provenance_caption, results_key, save_figure, write_table
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
            'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
            'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
-           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_init', 'distill_init_job',
-           'distill_in_processes', 'run_distillation', 'distill_table', 'figure3', 'write_distill_outputs',
-           'chexseg_distill']
+           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
+           'distill_init_job', 'distill_in_processes', 'run_distillation', 'distill_table', 'figure3',
+           'write_distill_outputs', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -187,13 +187,25 @@ def trial_images(ctx: dict, seed: int, device) -> torch.Tensor:
         ctx['images'][seed] = render_images(ctx['pool_data'], unlabeled_rows(len(ctx['pool_data']), max(ctx['sizes'].values()), seed), device)
     return ctx['images'][seed]
 
+def distill_trial_dir(tcfg: dict, trial: int, sizes: dict, root: str | Path, steps: int, lr: float, tau: float) -> Path:
+    """Where the result rows of one teacher and its students go: a readable name (e.g. `moco_trial1`) and the hash of
+    everything that decides them (`results_key`), so that a later run, here or on another machine with these files
+    copied in, reads them instead of training that teacher and its students again."""
+    settings = dict(tcfg, trial=trial, sizes={str(f): n for f, n in sizes.items()}, student_steps=steps, student_lr=lr, tau=tau)
+    return Path(root)/'distill'/tcfg['scale']/f"{tcfg['encoder_init']}_trial{trial}-{results_key(settings)}"
+
 def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:
-    "The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets, seconds per phase)`."
+    """The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets,
+    seconds per phase, the trials read from an earlier run's results)`."""
     tcfg, up, val, test, sizes = teacher_config(cfg, init), ctx['ups'][init], ctx['val'], ctx['test'], ctx['sizes']
     tally = phase_tally()
-    rows = []
+    rows, nbytes, reused = [], None, []
     for trial in range(trials):
-        seed = cfg['seed'] + trial
+        done = distill_trial_dir(tcfg, trial, sizes, root, steps, lr, tau)
+        if (done/'results.csv').exists():
+            rows.append(pd.read_csv(done/'results.csv')); nbytes = read_json(done/'run.json')['teacher_target_bytes']
+            reused.append(done.name); continue
+        seed, first = cfg['seed'] + trial, len(rows)
         images = trial_images(ctx, seed, device)
         teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, val, test, device)
         rows.append(distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0))
@@ -208,15 +220,19 @@ def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, tria
             rows.append(distill_rows(s_res['summary'], tcfg, trial, 'student', f, n))
             gain = paired_bootstrap(s_res['table'], t_res['table'], cfg['n_boot'], seed).assign(n_images=np.nan)
             rows.append(distill_rows(gain, tcfg, trial, 'student-teacher', f, n))
-    return rows, targets[0].nbytes, phases_since(tally)
+        nbytes = targets[0].nbytes
+        if is_main_process():                     # results.csv last: its presence says the trial is complete
+            write_json(dict(teacher_target_bytes=nbytes), done/'run.json')
+            with atomic_write_path(done/'results.csv') as f: pd.concat(rows[first:]).to_csv(f, index=False)
+    return rows, nbytes, phases_since(tally), reused
 
 def distill_init_job(cfg: dict, init: str, fractions: list[float], root: str | Path, device, trials: int, steps: int, lr: float,
                      tau: float, min_unlabeled: int) -> tuple:
     "`distill_init` in a process of its own: sets up what it needs (read from the cache the parent filled) and runs."
     device, tally = get_device(device), phase_tally()
     ctx = distill_setup(cfg, [init], fractions, root, device, min_unlabeled)
-    rows, nbytes, _ = distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau)
-    return rows, nbytes, phases_since(tally)                  # its setup (the splits rendered again here) included
+    rows, nbytes, _, reused = distill_init(ctx, cfg, init, root, device, trials, steps, lr, tau)
+    return rows, nbytes, phases_since(tally), reused          # its setup (the splits rendered again here) included
 
 def distill_in_processes(ctx: dict, cfg: dict, use: list[str], fractions: list[float], root: str | Path, device, trials: int,
                          steps: int, lr: float, tau: float, min_unlabeled: int, workers: int) -> list[tuple]:
@@ -255,7 +271,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
     meta = dict(settings=settings, teacher_p=1.0, fractions=fractions, sizes={str(f): n for f, n in ctx['sizes'].items()}, inits=use,
                 skipped=skipped, trials=trials, student_steps=steps, student_lr=lr, tau=tau, min_unlabeled=min_unlabeled,
                 teacher_targets=f"float16 coarse logits, {parts[0][1]} bytes per image", workers=workers,
-                phases_s=sum_phases([setup, *(p for _, _, p in parts)]),
+                phases_s=sum_phases([setup, *(p for _, _, p, _ in parts)]), reused=[r for *_, rs in parts for r in rs],
                 **provenance(device, time.perf_counter() - t0))
     if is_main_process(): write_distill_outputs(results, Path(figures)/cfg['scale'], meta)
     return results

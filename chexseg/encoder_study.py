@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, settings_key, write_json
+from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
-from .phantom import PHANTOM_VERSION
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
-from .sweep import provenance_caption, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
+from .sweep import provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0
 __all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'run_study', 'study_means', 'figure4', 'table2',
@@ -41,8 +40,7 @@ def study_config(run: dict, scale: str = 'auto', device=None, init_weights: dict
 def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
     "Where one run's results go: a readable name (e.g. `moco_weak_irnet_500`) and the hash of all its settings (and of the phantom's version)."
     name = f"{run['encoder_init']}_fully" if run['setting'] == 'fully' else f"{run['encoder_init']}_weak_{run['weak_source']}_{run['n_weak']}"
-    key = settings_key(cfg if cfg['data_root'] else dict(cfg, phantom=PHANTOM_VERSION))
-    return Path(root)/'encoders'/cfg['scale']/f"{name}-{key}"
+    return Path(root)/'encoders'/cfg['scale']/f"{name}-{results_key(cfg)}"
 
 def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
               device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:

@@ -13,13 +13,14 @@ import pandas as pd
 import torch
 
 from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
-                          scratch_dir, sum_phases, write_json)
+                          scratch_dir, settings_key, sum_phases, write_json)
+from .phantom import PHANTOM_VERSION
 from .semi import METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
            'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'changed_settings',
-           'finished', 'run_semi_notebook', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
+           'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
            'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
@@ -96,6 +97,11 @@ def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path) -> Path:
     if changes or not results.exists():
         execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
     return results
+
+# %% ../nbs/04a_sweep.ipynb #2f63b755
+def results_key(cfg: dict) -> str:
+    "The hash that names a finished run's results folder: all of `cfg`, with the phantom's version when the films are synthetic."
+    return settings_key(cfg if cfg['data_root'] else dict(cfg, phantom=PHANTOM_VERSION))
 
 # %% ../nbs/04a_sweep.ipynb #cfb44642
 def with_shared_full(results: pd.DataFrame) -> pd.DataFrame:

@@ -149,9 +149,9 @@ def test_moco_initialisation_end_to_end(tmp, capsys):
 
 
 def test_a_new_phantom_version_gets_new_study_folders(tmp, monkeypatch):
-    import chexseg.encoder_study as es
+    import chexseg.encoder_study as es, chexseg.sweep as sweep
     run = es.study_runs(['random'], ['cam'], (2,))[1]
     cfg = es.study_config(run, 'smoke')
     before = es.study_run_dir(run, cfg, tmp)
-    monkeypatch.setattr(es, 'PHANTOM_VERSION', es.PHANTOM_VERSION + 1)
+    monkeypatch.setattr(sweep, 'PHANTOM_VERSION', sweep.PHANTOM_VERSION + 1)   # results_key reads it there
     assert es.study_run_dir(run, cfg, tmp) != before
