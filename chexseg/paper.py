@@ -18,8 +18,8 @@ from .sweep import PAPER_PS, execute, markdown_table, run_sweep
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
            'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'trial_means', 'read_results', 'sweep_point', 'best_student',
            'headline', 'claim_inverted_u', 'claim_ordering', 'claim_student', 'claim_inits', 'claim_gap',
-           'claim_beats_radiologists', 'stage_phases', 'time_profile', 'stage_results', 'summary', 'run_notebook',
-           'run_stage', 'regenerate', 'chexseg_paper']
+           'claim_beats_radiologists', 'stage_metas', 'stage_phases', 'time_profile', 'stage_table', 'stage_results',
+           'summary', 'run_notebook', 'run_stage', 'regenerate', 'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -127,6 +127,10 @@ STAGE_FILES = dict(sweep='sweep.json', radiologists='figure5.json', encoders='en
 KERNEL_OVERHEAD = 'notebook kernels: start-up, imports, plots'
 STAGE_WALL = 'wall time of the stage'
 
+def stage_metas(folder: str | Path) -> dict:
+    "The JSON of each stage that has written one into `folder`, in the order of `STAGE_FILES`."
+    return {k: read_json(Path(folder)/f) for k, f in STAGE_FILES.items() if (Path(folder)/f).exists()}
+
 def stage_phases(meta: dict) -> dict:
     "Seconds per phase of one stage, from its JSON: its driver's own, its runs' and what its notebook kernels spent outside the runs."
     phases = sum_phases([meta.get('phases_s'), meta.get('runs_phases_s')])
@@ -136,8 +140,7 @@ def stage_phases(meta: dict) -> dict:
 def time_profile(folder: str | Path, stages: dict | None = None) -> pd.DataFrame:
     """Seconds per phase (rows, largest total first) of each stage whose JSON is in `folder` (columns, and their total),
     then each stage's wall time: from the driver's log `stages` where it has one, else from the stage's JSON."""
-    folder, stages = Path(folder), stages or {}
-    metas = {k: read_json(folder/f) for k, f in STAGE_FILES.items() if (folder/f).exists()}
+    stages, metas = stages or {}, stage_metas(folder)
     if not metas: return pd.DataFrame()
     t = pd.DataFrame({k: stage_phases(m) for k, m in metas.items()}, columns=list(metas))
     t['all stages'] = t.sum(axis=1)
@@ -145,6 +148,17 @@ def time_profile(folder: str | Path, stages: dict | None = None) -> pd.DataFrame
     wall = pd.Series({k: stages.get(k, {}).get('wall_s', m.get('wall_s')) for k, m in metas.items()}, dtype=float)
     t.loc[STAGE_WALL] = pd.concat([wall, pd.Series({'all stages': wall.sum()})])
     return t.rename_axis('phase')
+
+# %% ../nbs/08_paper.ipynb #aea4027d
+def stage_table(folder: str | Path, log: dict) -> pd.DataFrame:
+    """One row per stage with outputs in `folder` or run now (`log`, the driver's): this run's status, the wall time and
+    the commit and date of the outputs there."""
+    metas = stage_metas(folder)
+    def row(k):
+        ran, made = log.get(k, {}), metas.get(k, {})
+        return dict(status=ran.get('status', 'earlier run'), wall_s=ran.get('wall_s', made.get('wall_s')),
+                    outputs_commit=made.get('commit', '-'), outputs_date=made.get('date', '-'))
+    return pd.DataFrame.from_dict({k: row(k) for k in STAGES if k in metas or k in log}, orient='index').rename_axis('stage')
 
 # %% ../nbs/08_paper.ipynb #17acd972
 CLAIMS = {
@@ -166,10 +180,10 @@ def summary(folder: str | Path, meta: dict) -> str:
     "The one-page Markdown summary of the results in `folder`, with `meta` (settings, stage outcomes, provenance)."
     res = stage_results(folder)
     claims = pd.DataFrame([dict(claim=c, verdict=v, evidence=e) for c, (v, e) in ((c, f(res)) for c, f in CLAIMS.items())])
-    stages = pd.DataFrame(meta['stages']).T.rename_axis('stage') if meta.get('stages') else pd.DataFrame()
+    stages = stage_table(folder, meta.get('stages') or {})
     profile = time_profile(folder, meta.get('stages'))
     return (f"# CheXseg reproduced on the synthetic phantom ({meta['scale']} scale)\n\n"
-            f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, total wall time {meta['wall_s']} s.\n"
+            f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, wall time of this run {meta['wall_s']} s.\n"
             f"Settings: {', '.join(f'{k}={v}' for k, v in meta['settings'].items())}.\n\n"
             "## Headline mIoU (test set, mean over the ten pathologies; mean over trials [mean of the trials' 95% CIs])\n\n"
             f"{markdown_table(headline(res['sweep'], res['distill']).drop(columns='reproduced'))}\n"
