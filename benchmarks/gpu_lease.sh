@@ -30,6 +30,10 @@ WHEELS=(asttokens==3.0.2 comm==0.2.3 debugpy==1.8.22 entrypoints==0.4.2 executin
         tenacity==9.2.1 tornado==6.6.1 traitlets==5.16.1 ttach==0.0.3 tzdata==2026.6 wcwidth==0.9.4)
 PURE_SDISTS=(grad-cam==1.5.7)          # published as source only, pure Python: built into a wheel here
 
+# Progress bars redraw one line with carriage returns, so a line printed after a bar (a stage's "[sweep] ok in ...")
+# shares its text: split at every carriage return before dropping the bars' lines, cursor moves and blank lines.
+progress_bars_out() { sed -u 's/\r/\n/g; s/\x1b\[A//g' | grep --line-buffered -v -e 'it/s' -e 's/it' -e '^[[:space:]]*$'; }
+
 case "${1:-}" in
 wheels)
   grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
@@ -64,7 +68,7 @@ run)
   (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
   STACK=${STACK:-auto} stack_flag=''
   if [ "$STACK" = auto ]; then          # the probe's output goes into paper.log: at most 8 files come back
-    probe=$(timeout 150 python3 benchmarks/bench_stacked.py 2>&1 | grep -v 'it/s\|s/it' || true)
+    probe=$(timeout 150 python3 benchmarks/bench_stacked.py 2>&1 | progress_bars_out || true)
     echo "$probe" >> "$OUT/paper.log"
     ratio=$(echo "$probe" | sed -n 's/^RATIO: \([0-9.]*\).*/\1/p')
     STACK=$(python3 -c "import sys; print(int(bool(sys.argv[1]) and float(sys.argv[1] or 0) >= 1.15))" "$ratio")
@@ -76,7 +80,7 @@ run)
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
     --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} $stack_flag 2>&1 \
-    | grep --line-buffered -v 'it/s\|s/it' >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
+    | progress_bars_out >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
   tar czf "$OUT/figures.tgz" -C "$work/figures" .
   # every finished run's results, per-image IoU and run.json (its phases), without weights: RESUME for the next lease

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_paper.ipynb #9051cec8
 from __future__ import annotations
-import argparse, time
+import argparse, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -204,12 +204,14 @@ def run_notebook(name: str, params: dict, executed: Path) -> Path:
     return execute(name, executed/name, params)
 
 def run_stage(name: str, fn, log: dict):
-    "Run `fn()` as stage `name`, recording its status and wall time in `log` (a failure is recorded, not raised)."
+    "Run `fn()` as stage `name`, recording its status and wall time in `log` (a failure is recorded, not raised; an interruption recorded, then raised)."
     t0 = time.perf_counter()
     try: fn(); log[name] = dict(status='ok')
+    except KeyboardInterrupt: log[name] = dict(status='stopped: interrupted'); raise
     except Exception as e: log[name] = dict(status=f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}")
-    log[name]['wall_s'] = round(time.perf_counter() - t0, 1)
-    print(f"[{name}] {log[name]['status']} in {log[name]['wall_s']} s", flush=True)
+    finally:
+        log[name]['wall_s'] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {log[name]['status']} in {log[name]['wall_s']} s", flush=True)
 
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
@@ -234,7 +236,8 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
     for name in (s for s in STAGES if s in stages):
-        run_stage(name, steps[name], log); write_summary()    # after every stage: a run stopped part-way still leaves a summary
+        try: run_stage(name, steps[name], log)
+        finally: write_summary()                               # after every stage: a run stopped part-way still leaves a summary
     if not log: write_summary()                                # no stage: the summary of the outputs already in figures/<scale>
     return out/'summary.md'
 
@@ -251,5 +254,6 @@ def chexseg_paper(argv=None):
     ap.add_argument('--device')
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials)
+    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials)
+    except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json in {a.figures}/<scale>/ say what finished")
     print(path.read_text())

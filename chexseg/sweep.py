@@ -66,10 +66,12 @@ def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
     return Path(executed_dir)/f"semi_{Path(out_dir).name}.ipynb"
 
 def execute(name: str, executed: Path, params: dict) -> Path:
-    "Execute `nbs/<name>` without its examples, with `params`, in a fresh kernel started in `nbs/`; the executed copy goes to `executed`."
+    """Execute `nbs/<name>` without its examples, with `params`, in a fresh kernel started in `nbs/`; the executed copy goes to
+    `executed`. The kernel's own log says errors only: its warning that it talks to the driver over local TCP would
+    otherwise take a line of the driver's output per kernel."""
     import papermill as pm
     pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, cwd=str(notebook_path(name).parent),
-                        kernel_name='python3', progress_bar=False)
+                        kernel_name='python3', progress_bar=False, extra_arguments=['--IPKernelApp.log_level=ERROR'])
     return Path(executed)
 
 RUN_PLACES = ('root', 'device', 'out_dir')       # where a run ran and wrote, not what it computed

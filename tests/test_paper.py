@@ -22,3 +22,27 @@ def test_smoke_paper(tmp_path):
     assert executed == ['05_distill.ipynb', '06_encoders.ipynb', '07_radiologists.ipynb']
     study = sorted(p.name.split('-')[0] for p in (tmp_path/'runs'/'encoders'/'smoke'/'notebooks').glob('*.ipynb'))
     assert 'semi_random_fully' in study and 'semi_moco_weak_cam_2' in study, study     # the study's runs went to the kernel pool
+
+
+import pytest
+import chexseg.paper as paper
+
+
+def test_interrupted_run_leaves_a_summary_naming_the_cut_stage(tmp_path, monkeypatch):
+    "A time cap's SIGINT in the middle of a stage stops the run, and the summary says which stage it cut and after how long."
+    def cut(*args, **kwargs): raise KeyboardInterrupt
+    monkeypatch.setattr(paper, 'run_sweep', cut)
+    with pytest.raises(KeyboardInterrupt):
+        regenerate('smoke', stages=['sweep', 'radiologists'], figures=tmp_path/'figures', root=tmp_path/'runs')
+    out = tmp_path/'figures'/'smoke'
+    meta = json.loads((out/'paper.json').read_text())
+    assert list(meta['stages']) == ['sweep'] and meta['stages']['sweep']['status'] == 'stopped: interrupted'
+    assert '| sweep | stopped: interrupted |' in (out/'summary.md').read_text()
+
+
+def test_interrupted_command_line_exits_with_a_message_not_a_traceback(tmp_path, monkeypatch):
+    def cut(*args, **kwargs): raise KeyboardInterrupt
+    monkeypatch.setattr(paper, 'run_sweep', cut)
+    with pytest.raises(SystemExit) as stop:
+        paper.chexseg_paper(['--scale', 'smoke', '--stages', 'sweep', '--figures', str(tmp_path/'figures'), '--root', str(tmp_path/'runs')])
+    assert 'interrupted' in str(stop.value.code) and (tmp_path/'figures'/'smoke'/'summary.md').exists()

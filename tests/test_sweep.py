@@ -30,3 +30,18 @@ def test_runnable_copies(name):
     exported = lambda cells: [c['source'] for c in cells if c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))]
     assert exported(full) == exported(lean)
     assert len(lean) <= len(full)
+
+
+import nbformat
+import chexseg.sweep as sweep
+
+
+def test_execute_keeps_kernel_warnings_out_of_the_driver_output(tmp_path, monkeypatch, capfd):
+    "A driver's kernels print their cells' output into the executed copy and add no log lines of their own to its output."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys; print('to the notebook', file=sys.stderr)")])
+    nbformat.write(nb, tmp_path/'tiny.ipynb')
+    monkeypatch.setattr(sweep, 'runnable_copy', lambda name: tmp_path/name)
+    monkeypatch.setattr(sweep, 'notebook_path', lambda name: tmp_path/name)
+    out = sweep.execute('tiny.ipynb', tmp_path/'executed.ipynb', {})
+    assert nbformat.read(out, 4).cells[0].outputs[0]['text'] == 'to the notebook\n'
+    assert 'IPKernelApp' not in capfd.readouterr().err
