@@ -28,10 +28,15 @@ import pytest
 import chexseg.paper as paper
 
 
-def test_interrupted_run_leaves_a_summary_naming_the_cut_stage(tmp_path, monkeypatch):
-    "A time cap's SIGINT in the middle of a stage stops the run, and the summary says which stage it cut and after how long."
+@pytest.fixture
+def sweep_interrupted(monkeypatch):
+    "The sweep stage raises what a time cap's SIGINT raises in the middle of it."
     def cut(*args, **kwargs): raise KeyboardInterrupt
     monkeypatch.setattr(paper, 'run_sweep', cut)
+
+
+def test_interrupted_run_leaves_a_summary_naming_the_cut_stage(tmp_path, sweep_interrupted):
+    "A time cap's SIGINT in the middle of a stage stops the run, and the summary says which stage it cut and after how long."
     with pytest.raises(KeyboardInterrupt):
         regenerate('smoke', stages=['sweep', 'radiologists'], figures=tmp_path/'figures', root=tmp_path/'runs')
     out = tmp_path/'figures'/'smoke'
@@ -40,9 +45,7 @@ def test_interrupted_run_leaves_a_summary_naming_the_cut_stage(tmp_path, monkeyp
     assert '| sweep | stopped: interrupted |' in (out/'summary.md').read_text()
 
 
-def test_interrupted_command_line_exits_with_a_message_not_a_traceback(tmp_path, monkeypatch):
-    def cut(*args, **kwargs): raise KeyboardInterrupt
-    monkeypatch.setattr(paper, 'run_sweep', cut)
+def test_interrupted_command_line_exits_with_a_message_not_a_traceback(tmp_path, sweep_interrupted):
     with pytest.raises(SystemExit) as stop:
         paper.chexseg_paper(['--scale', 'smoke', '--stages', 'sweep', '--figures', str(tmp_path/'figures'), '--root', str(tmp_path/'runs')])
     assert 'interrupted' in str(stop.value.code) and (tmp_path/'figures'/'smoke'/'summary.md').exists()
