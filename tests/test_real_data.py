@@ -1,0 +1,52 @@
+"The whole method on a CheXpert + CheXlocalize folder (written by the phantom) instead of the in-memory phantom."
+import json
+import numpy as np, pandas as pd, pytest
+from chexseg.data import image_id, read_chexpert_csv
+from chexseg.phantom import write_phantom
+from chexseg.radiologists import compare_radiologists
+from chexseg.semi import experiment_config, run_experiment
+
+SIZE = 64
+
+
+@pytest.fixture(scope='module')
+def chexpert_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('chexpert')
+    write_phantom(root, n_train=30, n_valid=14, n_test=8, size=SIZE, fmt='jpg')
+    return root
+
+
+@pytest.fixture(scope='module')
+def sweep_on_folder(chexpert_folder, tmp_path_factory):
+    "A p-sweep of two runs (CheXseg p = 0.9 and weakly supervised p = 0) on the folder, as the drivers lay it out."
+    runs = tmp_path_factory.mktemp('runs')
+    for p in (0.9, 0.0):
+        cfg = experiment_config('smoke', 'cpu', p=p, data_root=str(chexpert_folder), n_expert=8, n_val=6, n_test=8, steps=4)
+        run_experiment(cfg, runs/'cache', runs/'sweep'/f"p{p}", 'cpu')
+    return runs/'sweep'
+
+
+def test_runs_score_the_folders_test_images(chexpert_folder, sweep_on_folder):
+    test_ids = [image_id(p) for p in read_chexpert_csv(chexpert_folder/'CheXpert-v1.0'/'test.csv').Path]
+    gt = json.loads((chexpert_folder/'gt_segmentations_test.json').read_text())
+    for run in ('p0.9', 'p0.0'):
+        per_image = pd.read_csv(sweep_on_folder/run/'per_image_iou.csv', index_col=['trial', 'cxr_id'])
+        assert sorted(per_image.index.get_level_values('cxr_id')) == sorted(i for i in test_ids if i in gt)
+        results = pd.read_csv(sweep_on_folder/run/'results.csv')
+        assert np.isfinite(results.loc[results.pathology == 'mean', 'miou']).all()
+        settings = json.loads((sweep_on_folder/run/'run.json').read_text())['settings']
+        assert settings['data_root'] == str(chexpert_folder) and settings['size'] == SIZE
+
+
+def test_radiologist_comparison_reads_the_human_benchmark(chexpert_folder, sweep_on_folder):
+    out = compare_radiologists(sweep_dir=sweep_on_folder, n_boot=20)
+    readers = sorted(chexpert_folder.glob('hb_annotations_test*.json'))
+    assert out['meta']['readers'] == dict(ground_truth=str(chexpert_folder/'gt_segmentations_test.json'), readers=list(map(str, readers)))
+    assert out['n_readers'] == len(readers) > 0
+    assert out['meta']['chexseg']['p'] == 0.9 and out['meta']['weak']['p'] == 0.0
+
+
+def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path):
+    cfg = experiment_config('smoke', 'cpu', data_root=str(chexpert_folder), n_expert=10, n_val=6)
+    with pytest.raises(ValueError, match=r'valid\.csv has 14 frontal images; the split needs rows 10 to 16'):
+        run_experiment(cfg, tmp_path)
