@@ -20,8 +20,8 @@ from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_t
                           phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
-from .semi import (MaskSet, batched_outputs, build_segmenter, evaluate_segmenter, experiment_config, in_memory,
-                          init_encoder, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
+from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config, in_memory,
+                          init_encoder, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
                           summary_rows)
 from .saliency import file_key
 from .encoders import available_inits
@@ -192,7 +192,7 @@ def distill_trial_dir(tcfg: dict, trial: int, sizes: dict, root: str | Path, ste
     everything that decides them (`results_key`), so that a later run, here or on another machine with these files
     copied in, reads them instead of training that teacher and its students again."""
     settings = dict(tcfg, trial=trial, sizes={str(f): n for f, n in sizes.items()}, student_steps=steps, student_lr=lr, tau=tau)
-    return Path(root)/'distill'/tcfg['scale']/f"{tcfg['encoder_init']}_trial{trial}-{results_key(settings)}"
+    return Path(root)/'distill'/output_name(tcfg)/f"{tcfg['encoder_init']}_trial{trial}-{results_key(settings)}"
 
 def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:
     """The teachers and students of one initialisation over all trials: `(rows, bytes of one image's teacher targets,
@@ -255,7 +255,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
                      min_unlabeled: int = 4, figures: str | Path = 'figures', workers: int = 1) -> pd.DataFrame:
     """Teachers and students for every registered init in `inits`, fraction and trial; the long results table.
     With `workers > 1` the initialisations train in that many processes at once. Writes figure 3, the table and the
-    run's JSON into `figures/<scale>/`."""
+    run's JSON into `figures/<output_name>/` (the scale; `<scale>-<folder>` with a `data_root`)."""
     t0, tally = time.perf_counter(), phase_tally()
     trials, steps = trials or cfg['trials'], steps or cfg['steps']
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
@@ -273,7 +273,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
                 teacher_targets=f"float16 coarse logits, {parts[0][1]} bytes per image", workers=workers,
                 phases_s=sum_phases([setup, *(p for _, _, p, _ in parts)]), reused=[r for *_, rs in parts for r in rs],
                 **provenance(device, time.perf_counter() - t0))
-    if is_main_process(): write_distill_outputs(results, Path(figures)/cfg['scale'], meta)
+    if is_main_process(): write_distill_outputs(results, Path(figures)/output_name(cfg), meta)
     return results
 
 # %% ../nbs/05_distill.ipynb #86874e16
@@ -310,7 +310,7 @@ def write_distill_outputs(results: pd.DataFrame, out: Path, meta: dict):
     out = Path(out)
     caption = provenance_caption(f"distillation, scale {meta['settings']['scale']}, {meta['trials']} trial(s)", meta)
     import matplotlib.pyplot as plt
-    fig = figure3(results, f"Distillation on the synthetic phantom ({meta['settings']['scale']} scale)")
+    fig = figure3(results, f"Distillation on {data_label(meta['settings'])} ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure3', caption); plt.close(fig)
     write_table(distill_table(results), out/'distill_table', 'Distillation: teachers and students (mIoU, mean over trials)', caption)
     with atomic_write_path(out/'distill_results.csv') as f: results.to_csv(f, index=False)

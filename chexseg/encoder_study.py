@@ -12,7 +12,8 @@ import pandas as pd
 
 from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, experiment_config, prepare_upstream, run_experiment
+from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
+                          run_experiment)
 from .sweep import provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0
@@ -40,7 +41,7 @@ def study_config(run: dict, scale: str = 'auto', device=None, init_weights: dict
 def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
     "Where one run's results go: a readable name (e.g. `moco_weak_irnet_500`) and the hash of all its settings (and of the phantom's version)."
     name = f"{run['encoder_init']}_fully" if run['setting'] == 'fully' else f"{run['encoder_init']}_weak_{run['weak_source']}_{run['n_weak']}"
-    return Path(root)/'encoders'/cfg['scale']/f"{name}-{results_key(cfg)}"
+    return Path(root)/'encoders'/output_name(cfg)/f"{name}-{results_key(cfg)}"
 
 def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
               device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:
@@ -57,7 +58,7 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
     cfgs = [study_config(r, scale, device, init_weights, **settings) for r in runs]
     dirs = [study_run_dir(r, c, root) for r, c in zip(runs, cfgs)]
     todo = [k for k, d in enumerate(dirs) if not (d/'results.csv').exists()]
-    failed, tally, executed = [], phase_tally(), root/'encoders'/cfg0['scale']/'notebooks'
+    failed, tally, executed = [], phase_tally(), root/'encoders'/output_name(cfg0)/'notebooks'
     in_kernels = workers > 1 and bool(todo)
     if in_kernels:                                # classifiers, MoCo, weak masks: built once, before the kernels start
         for k in todo: prepare_upstream(cfgs[k], root, device)
@@ -111,7 +112,7 @@ def write_encoder_outputs(results: pd.DataFrame, out: str | Path, meta: dict) ->
     import matplotlib.pyplot as plt
     out = Path(out)
     caption = provenance_caption(f"encoder study, scale {meta['settings']['scale']}", meta)
-    fig = figure4(results, f"Encoder initialisations on the synthetic phantom ({meta['settings']['scale']} scale)")
+    fig = figure4(results, f"Encoder initialisations on {data_label(meta['settings'])} ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure4', caption); plt.close(fig)
     notes = ''.join(f"- {i} not run: {why}\n" for i, why in meta.get('skipped', {}).items())
     write_table(table2(results), out/'table2', 'Table 2: mIoU [95% CI] by encoder initialisation', caption, notes + '\n' if notes else '')

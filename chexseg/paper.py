@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, experiment_config
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name
 from .sweep import PAPER_PS, execute, markdown_table, run_sweep
 
 # %% auto #0
@@ -182,14 +182,15 @@ def summary(folder: str | Path, meta: dict) -> str:
     claims = pd.DataFrame([dict(claim=c, verdict=v, evidence=e) for c, (v, e) in ((c, f(res)) for c, f in CLAIMS.items())])
     stages = stage_table(folder, meta.get('stages') or {})
     profile = time_profile(folder, meta.get('stages'))
-    return (f"# CheXseg reproduced on the synthetic phantom ({meta['scale']} scale)\n\n"
+    on_phantom = meta.get('data_root') is None
+    return (f"# CheXseg reproduced on {data_label(meta)} ({meta['scale']} scale)\n\n"
             f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, wall time of this run {meta['wall_s']} s.\n"
             f"Settings: {', '.join(f'{k}={v}' for k, v in meta['settings'].items())}.\n\n"
             "## Headline mIoU (test set, mean over the ten pathologies; mean over trials [mean of the trials' 95% CIs])\n\n"
             f"{markdown_table(headline(res['sweep'], res['distill']).drop(columns='reproduced'))}\n"
             "## The paper's claims on this data\n\n"
             f"{markdown_table(claims.set_index('claim'))}\n"
-            "The phantom is not CheXpert: absolute numbers are not comparable with the paper's, the comparisons are.\n\n"
+            + ("The phantom is not CheXpert: absolute numbers are not comparable with the paper's, the comparisons are.\n\n" if on_phantom else '')
             + (f"## Stages\n\n{markdown_table(stages)}\n" if not stages.empty else '')
             + (f"## Where the time goes (seconds)\n\n{markdown_table(profile.astype(object).where(profile.notna(), '-'), 1)}\n"
                "Seconds per phase summed over each stage's processes (its driver, notebook kernels and worker processes): where "
@@ -215,23 +216,25 @@ def run_stage(name: str, fn, log: dict):
 
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
-               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False) -> Path:
+               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None) -> Path:
     """Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`; with
-    `stack_trials` the sweep's and the encoder study's runs train their trials at once); return the summary's path."""
+    `stack_trials` the sweep's and the encoder study's runs train their trials at once; with `data_root`, on that
+    CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`); return the summary's path."""
     t0 = time.perf_counter()
     unknown = set(stages) - set(STAGES)
     if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
-    cfg = experiment_config(scale, device, stack_trials=stack_trials)
+    cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root)
     figures, root = Path(figures).resolve(), Path(root).resolve()
-    out, executed = figures/cfg['scale'], root/'paper'/cfg['scale']/'notebooks'
-    common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device)
-    steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials),
+    out, executed = figures/output_name(cfg), root/'paper'/output_name(cfg)/'notebooks'
+    common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
+    steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
+                                        data_root=cfg['data_root']),
              'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers), executed),
              'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
     def write_summary():
-        meta = dict(scale=cfg['scale'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps', 'stack_trials')},
+        meta = dict(scale=cfg['scale'], data_root=cfg['data_root'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps', 'stack_trials')},
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
@@ -252,8 +255,9 @@ def chexseg_paper(argv=None):
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
+    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials)
-    except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json in {a.figures}/<scale>/ say what finished")
+    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials, a.data_root)
+    except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")
     print(path.read_text())

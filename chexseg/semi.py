@@ -32,9 +32,10 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
            'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
            'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits',
-           'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'weak_subset', 'segmenter_settings',
-           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
-           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'output_name', 'data_label',
+           'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials',
+           'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
+           'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -267,6 +268,7 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     check_choice(cfg['weak_source'], WEAK_SOURCES, 'weak source')
     check_choice(cfg['encoder_init'], tuple(ENCODER_INITS), 'encoder initialisation')
     if cfg['init_weights'] is not None: cfg['init_weights'] = str(check_init_weights(cfg['encoder_init'], cfg['init_weights']))
+    if cfg['data_root'] is not None: cfg['data_root'] = str(Path(cfg['data_root']).resolve())   # one cache key wherever it is run from
     for k in ('n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size', 'moco_steps'):
         if int(cfg[k]) < 1: raise ValueError(f"{k} must be at least 1, got {cfg[k]}")
     if cfg['p'] < 1 and cfg['n_weak'] < 1: raise ValueError(f"p={cfg['p']} needs weak masks: n_weak must be at least 1")
@@ -332,6 +334,15 @@ def real_splits(cfg: dict) -> dict:
                 expert=spec(files['valid'], 0, e, files['gt_val']), val=spec(files['valid'], e, v, files['gt_val']),
                 test=spec(files['test'], 0, cfg['n_test'], files['gt_test']),
                 weak_pool=spec(files['train'], cfg['n_classifier'], cfg['n_weak'] * cfg['trials']))
+
+# %% ../nbs/04_semi.ipynb #c4e8a9b0
+def output_name(cfg: dict) -> str:
+    "The folder of a configuration's outputs under `figures/` and the drivers' run folders: its scale, and its data folder's name if it has one."
+    return cfg['scale'] if cfg.get('data_root') is None else f"{cfg['scale']}-{Path(cfg['data_root']).name}"
+
+def data_label(cfg: dict) -> str:
+    "What a configuration's images are, as titles and summaries name them."
+    return 'the synthetic phantom' if cfg.get('data_root') is None else f"the data in {Path(cfg['data_root']).name}/"
 
 # %% ../nbs/04_semi.ipynb #efcfbe2d
 def weak_subset(weak: Dataset | None, cfg: dict, trial: int) -> Dataset | None:

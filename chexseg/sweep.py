@@ -15,7 +15,8 @@ import torch
 from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
-from .semi import METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, experiment_config, prepare_upstream
+from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
+                          output_name, prepare_upstream)
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
@@ -204,7 +205,7 @@ def semi_params(run: dict, cfg: dict, root: Path, device=None, **settings) -> di
 
 def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings) -> list[tuple[dict, Path]]:
     "The papermill parameters and output folder of each run of the sweep."
-    return [(semi_params(r, cfg, root, device, **settings), root/'sweep'/cfg['scale']/f"p{r['p']}_{r['weak_source']}") for r in runs]
+    return [(semi_params(r, cfg, root, device, **settings), root/'sweep'/output_name(cfg)/f"p{r['p']}_{r['weak_source']}") for r in runs]
 
 def error_line(e: Exception) -> str:
     "One line naming the error `e`: for a notebook that failed (papermill), the error raised in its cell, not the traceback."
@@ -249,14 +250,15 @@ def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict)
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
-    """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<scale>`.
+    """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<output_name>`
+    (the scale; `<scale>-<folder>` with a `data_root` setting).
     With `collect`, run nothing: assemble the outputs from the runs already finished under `root`."""
     t0, tally = time.perf_counter(), phase_tally()
     runs = sweep_runs(ps, sources)
     cfg = experiment_config(scale, device, **settings)
     root = Path(root).resolve()
     jobs = sweep_jobs(runs, cfg, root, device, **settings)
-    executed = root/'sweep'/cfg['scale']/'notebooks'
+    executed = root/'sweep'/output_name(cfg)/'notebooks'
     if collect: outcomes = [out/'results.csv' if finished(out, params) else f"{out.name}: not run with these settings" for params, out in jobs]
     else:
         for c in pending_upstream(runs, jobs, cfg): prepare_upstream(c, root, device)
@@ -265,7 +267,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
     results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
-    write_sweep_outputs(results, Path(figures)/cfg['scale'], dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
+    write_sweep_outputs(results, Path(figures)/output_name(cfg), dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
                                                                **runs_provenance(done, executed), phases_s=phases_since(tally),
                                                                **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
@@ -274,7 +276,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
 def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     "Figure 2, table 1 and the stacked results of a sweep, with `meta` as their provenance."
     caption = provenance_caption(f"chexseg p-sweep, scale {meta['settings']['scale']}", meta)
-    save_figure(figure2(results, f"CheXseg on the synthetic phantom ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
+    save_figure(figure2(results, f"CheXseg on {data_label(meta['settings'])} ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
     write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'sweep.json', indent=2)
@@ -287,11 +289,12 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--scale', default='auto'); ap.add_argument('--trials', type=int)
     ap.add_argument('--steps', type=int); ap.add_argument('--size', type=int)
+    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
     ap.add_argument('--workers', type=int, default=1); ap.add_argument('--device')
     ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
     ap.add_argument('--stack_trials', action='store_true', help="train each run's trials at once (one stacked model; see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
     res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, trials=a.trials, steps=a.steps, size=a.size,
-                    stack_trials=a.stack_trials)
+                    stack_trials=a.stack_trials, data_root=a.data_root)
     print(table1(res).round(3).to_string())

@@ -3,6 +3,7 @@ import json
 import numpy as np, pandas as pd, pytest
 from chexseg.data import image_id, read_chexpert_csv
 from chexseg.phantom import write_phantom
+from chexseg.paper import STAGES, regenerate
 from chexseg.radiologists import compare_radiologists
 from chexseg.semi import experiment_config, run_experiment
 
@@ -50,3 +51,21 @@ def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path
     cfg = experiment_config('smoke', 'cpu', data_root=str(chexpert_folder), n_expert=10, n_val=6)
     with pytest.raises(ValueError, match=r'valid\.csv has 14 frontal images; the split needs rows 10 to 16'):
         run_experiment(cfg, tmp_path)
+
+
+def test_whole_paper_on_the_folder_goes_apart_from_the_phantoms(chexpert_folder, tmp_path):
+    "chexseg_paper --data_root: every stage reads the folder, and its outputs go to figures/<scale>-<folder name>/."
+    summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', ps=[0, 0.9, 1], sources=['cam'],
+                         data_root=chexpert_folder)
+    name = f'smoke-{chexpert_folder.name}'
+    assert summary == tmp_path/'figures'/name/'summary.md' and not (tmp_path/'figures'/'smoke').exists()
+    meta = json.loads((tmp_path/'figures'/name/'paper.json').read_text())
+    assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in STAGES}
+    for stage in ('sweep', 'distill', 'encoders'):
+        settings = json.loads((tmp_path/'figures'/name/f'{stage}.json').read_text())['settings']
+        assert settings['data_root'] == str(chexpert_folder), stage
+    readers = json.loads((tmp_path/'figures'/name/'figure5.json').read_text())['readers']
+    assert readers['ground_truth'] == str(chexpert_folder/'gt_segmentations_test.json')
+    assert sorted((tmp_path/'runs'/'sweep'/name).glob('*/results.csv')) and not (tmp_path/'runs'/'sweep'/'smoke').exists()
+    text = summary.read_text()
+    assert text.startswith(f'# CheXseg reproduced on the data in {chexpert_folder.name}/ (smoke scale)') and 'The phantom is not' not in text
