@@ -13,7 +13,7 @@ import pandas as pd
 from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
-                          run_experiment)
+                          run_experiment, with_settings)
 from .sweep import provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name
-from .sweep import PAPER_PS, execute, markdown_table, run_sweep
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings
+from .sweep import PAPER_PS, execute, markdown_table, run_sweep, size_pair
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
@@ -216,25 +216,28 @@ def run_stage(name: str, fn, log: dict):
 
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
-               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None) -> Path:
+               workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None,
+               settings: dict | None = None) -> Path:
     """Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`; with
     `stack_trials` the sweep's and the encoder study's runs train their trials at once; with `data_root`, on that
-    CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`); return the summary's path."""
+    CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`; `settings`: sizes over the scale's for every
+    stage, e.g. `{'n_val': 34}`); return the summary's path."""
     t0 = time.perf_counter()
     unknown = set(stages) - set(STAGES)
     if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
-    cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root)
+    sizes = size_settings(settings)
+    cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root, **sizes)
     figures, root = Path(figures).resolve(), Path(root).resolve()
     out, executed = figures/output_name(cfg), root/'paper'/output_name(cfg)/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
-                                        data_root=cfg['data_root']),
-             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers), executed),
-             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials), executed),
+                                        data_root=cfg['data_root'], **sizes),
+             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers, settings=sizes), executed),
+             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials, settings=sizes), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
     def write_summary():
-        meta = dict(scale=cfg['scale'], data_root=cfg['data_root'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_test', 'trials', 'steps', 'stack_trials')},
+        meta = dict(scale=cfg['scale'], data_root=cfg['data_root'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_val', 'n_test', 'trials', 'steps', 'stack_trials')},
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
@@ -256,8 +259,10 @@ def chexseg_paper(argv=None):
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
     ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
+    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's for every stage, e.g. n_val=34 n_expert=180")
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials, a.data_root)
+    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials, a.data_root,
+                                   dict(a.set))
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")
     print(path.read_text())

@@ -27,15 +27,15 @@ from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, i
 from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
-__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'check_choice', 'check_p',
-           'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file',
+__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'check_choice',
+           'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file',
            'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
            'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
-           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'phantom_splits',
-           'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits', 'output_name', 'data_label',
-           'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials',
-           'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
-           'plot_predictions']
+           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
+           'with_settings', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits',
+           'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory',
+           'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment',
+           'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -273,6 +273,22 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
         if int(cfg[k]) < 1: raise ValueError(f"{k} must be at least 1, got {cfg[k]}")
     if cfg['p'] < 1 and cfg['n_weak'] < 1: raise ValueError(f"p={cfg['p']} needs weak masks: n_weak must be at least 1")
     return cfg
+
+# %% ../nbs/04_semi.ipynb #f1b3d5e7
+SIZE_KEYS = ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_val', 'n_test', 'trials', 'steps')
+
+def size_settings(settings: dict | None) -> dict:
+    "`settings` checked to set only sizes (`SIZE_KEYS`) to whole numbers: what the drivers pass to every stage over the scale's."
+    settings = dict(settings or {})
+    other = sorted(set(settings) - set(SIZE_KEYS))
+    if other: raise ValueError(f"only the sizes {', '.join(SIZE_KEYS)} can be set for every stage, not {other}")
+    bad = {k: v for k, v in settings.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer))}
+    if bad: raise ValueError(f"sizes are whole numbers, got {bad}")
+    return {k: int(v) for k, v in settings.items()}
+
+def with_settings(settings: dict | None, **given) -> dict:
+    "The overrides of one stage: the sizes `settings` set for every stage, then the stage's own parameters `given` that are not None."
+    return dict(size_settings(settings), **{k: v for k, v in given.items() if v is not None})
 
 # %% ../nbs/04_semi.ipynb #428355cd
 def phantom_splits(cfg: dict) -> dict:

@@ -16,7 +16,7 @@ from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, ph
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
 from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
-                          output_name, prepare_upstream)
+                          output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
@@ -24,7 +24,7 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
-           'run_sweep', 'write_sweep_outputs', 'chexseg_sweep']
+           'run_sweep', 'write_sweep_outputs', 'size_pair', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -282,6 +282,13 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     write_json(meta, out/'sweep.json', indent=2)
 
 # %% ../nbs/04a_sweep.ipynb #41b6862c
+def size_pair(text: str) -> tuple[str, int]:
+    "One `KEY=N` of a driver's `--set` (an argparse type): a size of `chexseg.semi.SIZE_KEYS` and its whole number."
+    key, sep, value = text.partition('=')
+    if not sep or not value.strip().lstrip('-').isdigit(): raise argparse.ArgumentTypeError(f"{text!r} is not KEY=N (e.g. n_val=34)")
+    try: return next(iter(size_settings({key.strip(): int(value)}).items()))
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
 def chexseg_sweep(argv=None):
     "Console entry point of the p-sweep."
     ap = argparse.ArgumentParser(prog='chexseg_sweep', description=run_sweep.__doc__)
@@ -294,7 +301,8 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--workers', type=int, default=1); ap.add_argument('--device')
     ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
     ap.add_argument('--stack_trials', action='store_true', help="train each run's trials at once (one stacked model; see benchmarks/bench_stacked.py)")
+    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help='sizes over the scale\'s, e.g. n_val=34 n_expert=180')
     a = ap.parse_args(argv)
-    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, trials=a.trials, steps=a.steps, size=a.size,
-                    stack_trials=a.stack_trials, data_root=a.data_root)
+    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, stack_trials=a.stack_trials,
+                    data_root=a.data_root, **with_settings(dict(a.set), trials=a.trials, steps=a.steps, size=a.size))
     print(table1(res).round(3).to_string())

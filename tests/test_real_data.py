@@ -3,7 +3,7 @@ import json
 import numpy as np, pandas as pd, pytest
 from chexseg.data import image_id, read_chexpert_csv
 from chexseg.phantom import write_phantom
-from chexseg.paper import STAGES, regenerate
+from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
 from chexseg.semi import experiment_config, run_experiment
 
@@ -54,18 +54,25 @@ def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path
 
 
 def test_whole_paper_on_the_folder_goes_apart_from_the_phantoms(chexpert_folder, tmp_path):
-    "chexseg_paper --data_root: every stage reads the folder, and its outputs go to figures/<scale>-<folder name>/."
+    "chexseg_paper --data_root --set: every stage reads the folder with the sizes set, and its outputs go to figures/<scale>-<folder name>/."
     summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', ps=[0, 0.9, 1], sources=['cam'],
-                         data_root=chexpert_folder)
+                         data_root=chexpert_folder, settings=dict(n_val=4))          # chexseg_paper --set n_val=4
     name = f'smoke-{chexpert_folder.name}'
     assert summary == tmp_path/'figures'/name/'summary.md' and not (tmp_path/'figures'/'smoke').exists()
     meta = json.loads((tmp_path/'figures'/name/'paper.json').read_text())
     assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in STAGES}
     for stage in ('sweep', 'distill', 'encoders'):
         settings = json.loads((tmp_path/'figures'/name/f'{stage}.json').read_text())['settings']
-        assert settings['data_root'] == str(chexpert_folder), stage
+        assert settings['data_root'] == str(chexpert_folder) and settings['n_val'] == 4, stage
     readers = json.loads((tmp_path/'figures'/name/'figure5.json').read_text())['readers']
     assert readers['ground_truth'] == str(chexpert_folder/'gt_segmentations_test.json')
     assert sorted((tmp_path/'runs'/'sweep'/name).glob('*/results.csv')) and not (tmp_path/'runs'/'sweep'/'smoke').exists()
     text = summary.read_text()
     assert text.startswith(f'# CheXseg reproduced on the data in {chexpert_folder.name}/ (smoke scale)') and 'The phantom is not' not in text
+
+
+@pytest.mark.parametrize('pair, message', [('n_val=3.5', "'n_val=3.5' is not KEY=N"), ('p=0.5', "is not KEY=N"), ('lr=1', "not ['lr']")])
+def test_paper_command_line_refuses_a_bad_size(tmp_path, capsys, pair, message):
+    with pytest.raises(SystemExit):
+        chexseg_paper(['--scale', 'smoke', '--stages', '--figures', str(tmp_path), '--set', pair])
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
