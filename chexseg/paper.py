@@ -182,7 +182,6 @@ def summary(folder: str | Path, meta: dict) -> str:
     claims = pd.DataFrame([dict(claim=c, verdict=v, evidence=e) for c, (v, e) in ((c, f(res)) for c, f in CLAIMS.items())])
     stages = stage_table(folder, meta.get('stages') or {})
     profile = time_profile(folder, meta.get('stages'))
-    on_phantom = meta.get('data_root') is None
     return (f"# CheXseg reproduced on {data_label(meta)} ({meta['scale']} scale)\n\n"
             f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, wall time of this run {meta['wall_s']} s.\n"
             f"Settings: {', '.join(f'{k}={v}' for k, v in meta['settings'].items())}.\n\n"
@@ -190,7 +189,7 @@ def summary(folder: str | Path, meta: dict) -> str:
             f"{markdown_table(headline(res['sweep'], res['distill']).drop(columns='reproduced'))}\n"
             "## The paper's claims on this data\n\n"
             f"{markdown_table(claims.set_index('claim'))}\n"
-            + ("The phantom is not CheXpert: absolute numbers are not comparable with the paper's, the comparisons are.\n\n" if on_phantom else '')
+            + ("The phantom is not CheXpert: absolute numbers are not comparable with the paper's, the comparisons are.\n\n" if meta.get('data_root') is None else '')
             + (f"## Stages\n\n{markdown_table(stages)}\n" if not stages.empty else '')
             + (f"## Where the time goes (seconds)\n\n{markdown_table(profile.astype(object).where(profile.notna(), '-'), 1)}\n"
                "Seconds per phase summed over each stage's processes (its driver, notebook kernels and worker processes): where "
@@ -262,7 +261,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's for every stage, e.g. n_val=34 n_expert=180")
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
     a = ap.parse_args(argv)
-    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials, a.data_root,
-                                   dict(a.set))
+    try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
+                           a.data_root, dict(a.set))
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")
     print(path.read_text())
