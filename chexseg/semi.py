@@ -450,12 +450,13 @@ def chexseg_train_segmenter(argv=None):
     ap = argparse.ArgumentParser(prog='chexseg_train_segmenter', description=chexseg_train_segmenter.__doc__)
     ap.add_argument('--p', type=float, default=0.9); ap.add_argument('--weak_source', default='cam')
     ap.add_argument('--scale', default='auto'); ap.add_argument('--trial', type=int, default=0)
-    for k in ('n_expert', 'n_weak', 'steps', 'batch_size', 'size', 'seed'): ap.add_argument(f'--{k}', type=int)
+    for k in ('n_expert', 'n_weak', 'n_val', 'n_classifier', 'steps', 'batch_size', 'size', 'seed'): ap.add_argument(f'--{k}', type=int)
     ap.add_argument('--encoder_init'); ap.add_argument('--init_weights'); ap.add_argument('--data_root'); ap.add_argument('--lr', type=float)
     ap.add_argument('--root', default='runs'); ap.add_argument('--device')
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv[1:] if argv[:1] == ['--'] else argv)   # torchrun takes `--p` for its own options: there, write `-- --p 0.9`
     cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
+                            n_val=a.n_val, n_classifier=a.n_classifier,
                             steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
                             encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")

@@ -1,11 +1,12 @@
 "The whole method on a CheXpert + CheXlocalize folder (written by the phantom) instead of the in-memory phantom."
 import json
+from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from chexseg.data import image_id, read_chexpert_csv
 from chexseg.phantom import write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
-from chexseg.semi import experiment_config, run_experiment
+from chexseg.semi import chexseg_train_segmenter, experiment_config, run_experiment
 
 SIZE = 64
 
@@ -76,3 +77,10 @@ def test_paper_command_line_refuses_a_bad_size(tmp_path, capsys, pair, message):
     with pytest.raises(SystemExit):
         chexseg_paper(['--scale', 'smoke', '--stages', '--figures', str(tmp_path), '--set', pair])
     assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_train_segmenter_command_on_the_folder(chexpert_folder, tmp_path, capsys):
+    "The one-trial command on the folder, with sizes that fit it only with --n_val (10 + the scale's 6 > its 14 validation films)."
+    chexseg_train_segmenter(['--scale', 'smoke', '--data_root', str(chexpert_folder), '--n_expert', '10', '--n_val', '4', '--root', str(tmp_path)])
+    weights = capsys.readouterr().out.strip().splitlines()[-1]
+    assert weights.endswith('model.safetensors') and Path(weights).exists() and Path(weights).is_relative_to(tmp_path)
