@@ -26,7 +26,7 @@ from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evalua
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
-from .sweep import kernel_threads, provenance_caption, results_key, save_figure, size_pair, write_table
+from .sweep import add_data_arguments, kernel_threads, provenance_caption, results_key, save_figure, write_table
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
@@ -325,10 +325,9 @@ def chexseg_distill(argv=None):
     for k in ('trials', 'steps', 'size', 'seed', 'n_test', 'n_classifier'): ap.add_argument(f'--{k}', type=int)
     ap.add_argument('--min_unlabeled', type=int, default=4)
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--tau', type=float, default=10.)
-    ap.add_argument('--data_root'); ap.add_argument('--root', default='runs'); ap.add_argument('--figures', default='figures')
+    ap.add_argument('--root', default='runs'); ap.add_argument('--figures', default='figures')
     ap.add_argument('--device'); ap.add_argument('--workers', type=int, default=1, help='initialisations trained at once, each in its own process')
-    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's, e.g. n_val=34 n_expert=180")
-    a = ap.parse_args(argv)
+    a = add_data_arguments(ap).parse_args(argv)
     cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
                                                                n_classifier=a.n_classifier, data_root=a.data_root))
     res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau, a.min_unlabeled, a.figures, a.workers)

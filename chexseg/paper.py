@@ -12,7 +12,7 @@ import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings
-from .sweep import PAPER_PS, execute, markdown_table, run_sweep, size_pair
+from .sweep import PAPER_PS, add_data_arguments, execute, markdown_table, run_sweep
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
@@ -257,10 +257,8 @@ def chexseg_paper(argv=None):
     ap.add_argument('--ps', type=float, nargs='+', default=list(PAPER_PS), help='the p-sweep\'s values of p')
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
-    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
-    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's for every stage, e.g. n_val=34 n_expert=180")
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
-    a = ap.parse_args(argv)
+    a = add_data_arguments(ap).parse_args(argv)
     try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
                            a.data_root, dict(a.set))
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")

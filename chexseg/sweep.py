@@ -24,7 +24,7 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
-           'run_sweep', 'write_sweep_outputs', 'size_pair', 'chexseg_sweep']
+           'run_sweep', 'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -289,6 +289,12 @@ def size_pair(text: str) -> tuple[str, int]:
     try: return next(iter(size_settings({key.strip(): int(value)}).items()))
     except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
+def add_data_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The drivers' `--data_root` (a CheXpert + CheXlocalize folder instead of the phantom) and `--set KEY=N` (sizes over the scale's)."
+    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
+    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's, e.g. n_val=34 n_expert=180")
+    return ap
+
 def chexseg_sweep(argv=None):
     "Console entry point of the p-sweep."
     ap = argparse.ArgumentParser(prog='chexseg_sweep', description=run_sweep.__doc__)
@@ -296,13 +302,11 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--scale', default='auto'); ap.add_argument('--trials', type=int)
     ap.add_argument('--steps', type=int); ap.add_argument('--size', type=int)
-    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
     ap.add_argument('--figures', default='figures'); ap.add_argument('--root', default='runs')
     ap.add_argument('--workers', type=int, default=1); ap.add_argument('--device')
     ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
     ap.add_argument('--stack_trials', action='store_true', help="train each run's trials at once (one stacked model; see benchmarks/bench_stacked.py)")
-    ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help='sizes over the scale\'s, e.g. n_val=34 n_expert=180')
-    a = ap.parse_args(argv)
+    a = add_data_arguments(ap).parse_args(argv)
     res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, stack_trials=a.stack_trials,
                     data_root=a.data_root, **with_settings(dict(a.set), trials=a.trials, steps=a.steps, size=a.size))
     print(table1(res).round(3).to_string())
