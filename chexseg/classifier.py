@@ -173,7 +173,8 @@ def dataset_from_spec(spec: dict) -> Dataset:
                                missing_masks_empty=seg is not None)
     if kind == 'folder':
         from chexseg.data import FolderDataset
-        return FolderDataset(spec['root'], size=spec['size'], policy=spec['policy'])
+        return FolderDataset(spec['root'], size=spec['size'], policy=spec['policy'], annotated=spec.get('annotated'),
+                             offset=int(spec.get('offset', 0)), n=spec.get('n'))
     raise ValueError(f"Unknown dataset kind {kind!r} in {spec}; use 'phantom', 'chexpert' or 'folder'")
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -182,8 +183,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--data_root', help='image root (chexpert, folder)')
     p.add_argument('--csv', help='CheXpert label CSV (chexpert)')
     p.add_argument('--split', default='train', choices=['train', 'valid', 'test'], help='phantom split')
-    p.add_argument('--n', type=int, default=None, help='images: of the phantom split (default 4000) or CheXpert CSV rows (default all)')
-    p.add_argument('--offset', type=int, default=0, help='images of the phantom split (rows of the CSV) to skip')
+    p.add_argument('--n', type=int, default=None, help='images: of the phantom split (default 4000), or rows of the CheXpert CSV or labels.csv (default all)')
+    p.add_argument('--offset', type=int, default=0, help='images of the phantom split (rows of the CSV or labels.csv) to skip')
     p.add_argument('--data_seed', type=int, default=0, help='phantom seed')
     p.add_argument('--size', type=int, default=320, help='image side in pixels')
     p.add_argument('--policy', default='U-Ones', choices=['U-Ones', 'U-Zeros', 'U-Ignore'])
@@ -207,7 +208,7 @@ def data_spec(args) -> dict:
     if not args.data_root: raise ValueError(f"--data_root is required with --dataset {args.dataset}")
     if args.dataset == 'chexpert' and not args.csv: raise ValueError("--csv is required with --dataset chexpert")
     spec = dict(kind=args.dataset, root=str(args.data_root), size=args.size, policy=args.policy)
-    return spec | ({'csv': str(args.csv)} | extra if args.dataset == 'chexpert' else {})
+    return spec | extra | ({'csv': str(args.csv)} if args.dataset == 'chexpert' else {})
 
 def chexseg_train_classifier(argv=None):
     "Console entry point: train a classifier (or find it cached) and print the path of its weights."

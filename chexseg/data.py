@@ -478,13 +478,26 @@ def _folder_labels(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     full = df.reindex(columns=['Path', *CHEXPERT_LABELS])
     return _check_labels(full, path), present
 
+def _folder_rows(ids: list[str], root: Path, annotated: bool | None, offset: int, n: int | None) -> np.ndarray:
+    "Positions in labels.csv of a folder dataset's selection: the images with (without) masks if `annotated` is True (False), then rows `offset` .. `offset + n` of those."
+    rows = np.array([k for k, i in enumerate(ids) if annotated is None or (root/'masks'/i).is_dir() == annotated], dtype=int)
+    n = len(rows) - offset if n is None else int(n)
+    if offset < 0 or n < 0 or offset + n > len(rows):
+        which = {None: 'images', True: 'images with masks', False: 'images without masks'}[annotated]
+        raise ValueError(f"{root/'labels.csv'} lists {len(rows)} {which}; the split needs rows {offset} to {offset + n}")
+    return rows[offset:offset + n]
+
 class FolderDataset(torch.utils.data.Dataset):
-    "Your own images, labels and optional masks in the folder format (images/, masks/<id>/<Pathology>.png, labels.csv)."
-    def __init__(self, root: str | Path, size: int = 320, policy: str = 'U-Ones'):
+    """Your own images, labels and optional masks in the folder format (images/, masks/<id>/<Pathology>.png, labels.csv);
+    with `annotated` True (False) only the images that have (lack) masks, and of those the rows `offset` .. `offset + n`."""
+    def __init__(self, root: str | Path, size: int = 320, policy: str = 'U-Ones', annotated: bool | None = None,
+                 offset: int = 0, n: int | None = None):
         self.root, self.size = Path(root), size
-        self.table, present = _folder_labels(self.root/'labels.csv')
-        self.ids = [PurePosixPath(p.replace('\\', '/')).stem for p in self.table['Path']]
-        _check_unique(self.ids, self.root/'labels.csv')
+        table, present = _folder_labels(self.root/'labels.csv')
+        ids = [PurePosixPath(p.replace('\\', '/')).stem for p in table['Path']]
+        _check_unique(ids, self.root/'labels.csv')
+        rows = _folder_rows(ids, self.root, annotated, offset, n)
+        self.table, self.ids = table.iloc[rows].reset_index(drop=True), [ids[k] for k in rows]
         self.targets, self.weights = uncertainty_targets(self.table[list(CHEXPERT_LABELS)].to_numpy(), policy)
         self.weights[:, ~present] = 0.0
 

@@ -33,9 +33,9 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
            'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
            'with_settings', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits',
-           'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'evaluate_segmenter', 'in_memory',
-           'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment',
-           'chexseg_train_segmenter', 'plot_predictions']
+           'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings',
+           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
+           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -320,7 +320,7 @@ def given_init_weights(cfg: dict) -> Path | None:
 def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
     "Datasets of every split, the classifier and encoder-initialisation files and the weak-mask dataset of the weak pool, cached under `root`."
     init_weights = given_init_weights(cfg)
-    specs = phantom_splits(cfg) if cfg['data_root'] is None else real_splits(cfg)
+    specs = phantom_splits(cfg) if cfg['data_root'] is None else data_splits(cfg)
     ds = {k: dataset_from_spec(v) for k, v in specs.items()}
     epochs = cfg['classifier_epochs']
     cam_clf = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['classifier_arch'], epochs=epochs, device=device)
@@ -350,6 +350,19 @@ def real_splits(cfg: dict) -> dict:
                 expert=spec(files['valid'], 0, e, files['gt_val']), val=spec(files['valid'], e, v, files['gt_val']),
                 test=spec(files['test'], 0, cfg['n_test'], files['gt_test']),
                 weak_pool=spec(files['train'], cfg['n_classifier'], cfg['n_weak'] * cfg['trials']))
+
+# %% ../nbs/04_semi.ipynb #c9a1e3d5
+def folder_splits(cfg: dict) -> dict:
+    "Dataset specs of the splits of a folder of your own films (`cfg['data_root']`, the folder format): masked films for the expert, validation and test sets, the others for the pools."
+    root, e, v = Path(cfg['data_root']), cfg['n_expert'], cfg['n_val']
+    def spec(annotated, offset, n): return dict(kind='folder', root=str(root), annotated=annotated, offset=int(offset), n=int(n),
+                                                size=cfg['size'], policy='U-Ones')
+    return dict(classifier=spec(False, 0, cfg['n_classifier']), expert=spec(True, 0, e), val=spec(True, e, v),
+                test=spec(True, e + v, cfg['n_test']), weak_pool=spec(False, cfg['n_classifier'], cfg['n_weak'] * cfg['trials']))
+
+def data_splits(cfg: dict) -> dict:
+    "Dataset specs of the splits of the folder `cfg['data_root']`: your own films (it has a labels.csv) or CheXpert + CheXlocalize."
+    return folder_splits(cfg) if (Path(cfg['data_root'])/'labels.csv').is_file() else real_splits(cfg)
 
 # %% ../nbs/04_semi.ipynb #c4e8a9b0
 def output_name(cfg: dict) -> str:

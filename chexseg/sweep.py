@@ -291,7 +291,8 @@ def size_pair(text: str) -> tuple[str, int]:
 
 def add_data_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The drivers' `--data_root` (a CheXpert + CheXlocalize folder instead of the phantom) and `--set KEY=N` (sizes over the scale's)."
-    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it (default: the synthetic phantom)')
+    ap.add_argument('--data_root', help='a CheXpert + CheXlocalize folder laid out as chexseg_phantom writes it, or a folder of your own films '
+                                        '(images/, masks/<id>/<Pathology>.png, labels.csv); default: the synthetic phantom')
     ap.add_argument('--set', type=size_pair, nargs='+', default=[], metavar='KEY=N', help="sizes over the scale's, e.g. n_val=34 n_expert=180")
     return ap
 

@@ -1,9 +1,9 @@
-"The whole method on a CheXpert + CheXlocalize folder (written by the phantom) instead of the in-memory phantom."
+"The whole method on real-data folders (CheXpert + CheXlocalize, or your own films in the folder format), written from phantom films."
 import json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from chexseg.data import image_id, read_chexpert_csv
-from chexseg.phantom import write_phantom
+from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, write_folder_dataset
+from chexseg.phantom import phantom_split, write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
 from chexseg.semi import chexseg_train_segmenter, experiment_config, run_experiment
@@ -84,3 +84,28 @@ def test_train_segmenter_command_on_the_folder(chexpert_folder, tmp_path, capsys
     chexseg_train_segmenter(['--scale', 'smoke', '--data_root', str(chexpert_folder), '--n_expert', '10', '--n_val', '4', '--root', str(tmp_path)])
     weights = capsys.readouterr().out.strip().splitlines()[-1]
     assert weights.endswith('model.safetensors') and Path(weights).exists() and Path(weights).is_relative_to(tmp_path)
+
+
+@pytest.fixture(scope='module')
+def own_folder(tmp_path_factory):
+    "A folder of 'your own films' (the folder format): 22 with masks and 30 without, interleaved in labels.csv."
+    root = tmp_path_factory.mktemp('own')
+    masked, unmasked = phantom_split('valid', 22, SIZE), phantom_split('train', 30, SIZE)
+    with_masks = [masked[k] for k in range(22)]
+    items = with_masks + [unmasked[k] for k in range(30)]
+    items = [items[k] for k in np.random.default_rng(0).permutation(len(items))]
+    labels = pd.DataFrame([it['labels'].numpy() for it in items], index=[it['id'] for it in items], columns=CHEXPERT_LABELS)
+    write_folder_dataset(root, {it['id']: it['image'][0].numpy() for it in items}, labels, {it['id']: it['mask'].numpy() for it in with_masks})
+    ids = {it['id'] for it in with_masks}
+    return root, [it['id'] for it in items if it['id'] in ids]
+
+
+def test_chexseg_on_a_folder_of_own_films(own_folder, tmp_path):
+    "The films with masks give the expert, validation and test sets in labels.csv order; the test set is what is scored."
+    root, masked_ids = own_folder
+    cfg = experiment_config('smoke', 'cpu', p=0.9, data_root=str(root), n_expert=8, n_val=6, n_test=8, steps=4)
+    run_experiment(cfg, tmp_path/'cache', tmp_path/'run', 'cpu')
+    per_image = pd.read_csv(tmp_path/'run'/'per_image_iou.csv', index_col=['trial', 'cxr_id'])
+    assert list(per_image.index.get_level_values('cxr_id')) == masked_ids[14:22]
+    results = pd.read_csv(tmp_path/'run'/'results.csv')
+    assert np.isfinite(results.loc[results.pathology == 'mean', 'miou']).all()
