@@ -267,8 +267,9 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     cfg['p'], cfg['method_version'] = check_p(cfg['p']), METHOD_VERSION
     check_choice(cfg['weak_source'], WEAK_SOURCES, 'weak source')
     check_choice(cfg['encoder_init'], tuple(ENCODER_INITS), 'encoder initialisation')
-    if cfg['init_weights'] is not None: cfg['init_weights'] = str(check_init_weights(cfg['encoder_init'], cfg['init_weights']))
-    if cfg['data_root'] is not None: cfg['data_root'] = str(Path(cfg['data_root']).resolve())   # one cache key wherever it is run from
+    for k in ('init_weights', 'data_root'):                 # absolute: one cache key, and right in kernels that run elsewhere
+        if cfg[k] is not None: cfg[k] = str(Path(cfg[k]).resolve())
+    check_init_weights(cfg['encoder_init'], cfg['init_weights'])
     for k in ('n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size', 'moco_steps'):
         if int(cfg[k]) < 1: raise ValueError(f"{k} must be at least 1, got {cfg[k]}")
     if cfg['p'] < 1 and cfg['n_weak'] < 1: raise ValueError(f"p={cfg['p']} needs weak masks: n_weak must be at least 1")

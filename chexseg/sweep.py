@@ -199,8 +199,10 @@ def kernel_threads(workers: int):
 SEMI_RUN_KEYS = ('p', 'weak_source', 'encoder_init', 'n_weak', 'init_weights')
 
 def semi_params(run: dict, cfg: dict, root: Path, device=None, **settings) -> dict:
-    "The papermill parameters of one run of 04_semi: `run`'s own settings (those of `SEMI_RUN_KEYS` it sets) over `settings`."
+    """The papermill parameters of one run of 04_semi: `run`'s own settings (those of `SEMI_RUN_KEYS` it sets) over `settings`,
+    with `cfg`'s data folder, absolute (the kernels run in `nbs/`, where a relative one would point elsewhere)."""
     base = {k: v for k, v in settings.items() if v is not None}
+    if cfg.get('data_root') is not None: base['data_root'] = cfg['data_root']
     return dict(base, **{k: run[k] for k in SEMI_RUN_KEYS if run.get(k) is not None}, scale=cfg['scale'], root=str(root), device=device)
 
 def sweep_jobs(runs: list[dict], cfg: dict, root: Path, device=None, **settings) -> list[tuple[dict, Path]]:

@@ -7,6 +7,7 @@ from chexseg.phantom import phantom_split, write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
 from chexseg.semi import chexseg_train_segmenter, experiment_config, run_experiment
+from chexseg.sweep import chexseg_sweep
 
 SIZE = 64
 
@@ -109,3 +110,12 @@ def test_chexseg_on_a_folder_of_own_films(own_folder, tmp_path):
     assert list(per_image.index.get_level_values('cxr_id')) == masked_ids[14:22]
     results = pd.read_csv(tmp_path/'run'/'results.csv')
     assert np.isfinite(results.loc[results.pathology == 'mean', 'miou']).all()
+
+
+def test_sweep_command_with_a_relative_data_root(chexpert_folder, tmp_path, monkeypatch):
+    "A data folder named relative to where the command runs reaches the 04_semi kernels (which run in nbs/) as that folder."
+    monkeypatch.chdir(chexpert_folder.parent)
+    chexseg_sweep(['--scale', 'smoke', '--ps', '0.9', '--sources', 'cam', '--data_root', chexpert_folder.name,
+                   '--root', str(tmp_path/'runs'), '--figures', str(tmp_path/'figures')])
+    settings = json.loads((tmp_path/'figures'/f'smoke-{chexpert_folder.name}'/'sweep.json').read_text())['settings']
+    assert settings['data_root'] == str(chexpert_folder.resolve())
