@@ -227,7 +227,8 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     sizes = size_settings(settings)
     cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root, **sizes)
     figures, root = Path(figures).resolve(), Path(root).resolve()
-    out, executed = figures/output_name(cfg), root/'paper'/output_name(cfg)/'notebooks'
+    name = output_name(cfg)
+    out, executed = figures/name, root/'paper'/name/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
                                         data_root=cfg['data_root'], **sizes),
