@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, chexpert_name, get_device, in_test, atomic_write_path,
                           write_json)
 from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
-                          write_annotation_json, write_chexpert_csv)
+                          write_annotation_json, write_chexpert_csv, read_image, _resize)
 
 # %% auto #0
-__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'PHANTOM_VERSION', 'ImageRNG',
-           'PhantomConfig', 'sample_findings', 'sample_case', 'render_batch', 'simulate_report', 'simulate_readers',
-           'phantom_id', 'PhantomDataset', 'phantom_split', 'phantom_spec', 'phantom_from_spec', 'mask_to_polygons',
-           'masks_to_annotation', 'phantom_path', 'write_phantom', 'chexseg_phantom']
+__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'PHANTOM_VERSION', 'FILM_SUFFIXES',
+           'ImageRNG', 'PhantomConfig', 'sample_findings', 'sample_case', 'render_batch', 'simulate_report',
+           'simulate_readers', 'phantom_id', 'PhantomDataset', 'phantom_split', 'phantom_spec', 'phantom_from_spec',
+           'mask_to_polygons', 'masks_to_annotation', 'phantom_path', 'write_phantom', 'chexseg_phantom', 'read_films',
+           'radial_spectrum', 'film_statistics', 'realism_table', 'realism_figure']
 
 # %% ../nbs/01a_phantom.ipynb #7fbf8d27
 _M32 = 0xFFFFFFFF
@@ -1211,3 +1212,82 @@ def chexseg_phantom(argv: list[str] | None = None):
     meta = write_phantom(a.out, a.n, a.n_valid, a.n_test, a.size, a.seed, PhantomConfig(n_readers=a.readers),
                          a.format, a.batch_size, a.device)
     print(f"wrote {sum(meta['counts'].values())} phantom films to {a.out}")
+
+# %% ../nbs/01a_phantom.ipynb #5cfaab4e
+FILM_SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+def read_films(folder: str | Path, size: int = 320) -> torch.Tensor:
+    "Every PNG or JPEG film in `folder` as greyscale [N, 1, size, size] in [0, 1], each stretched to the square."
+    folder = Path(folder)
+    if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder of films")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in FILM_SUFFIXES)
+    if not files: raise FileNotFoundError(f"{folder}: no film in it ({', '.join(FILM_SUFFIXES)})")
+    return torch.stack([_resize(torch.from_numpy(read_image(f)), (size, size)) for f in files])[:, None]
+
+def _films(images) -> torch.Tensor:
+    "[N, S, S] float from [N, 1, S, S] or [N, S, S] films in [0, 1], checked."
+    x = torch.as_tensor(images).float()
+    if x.ndim == 4 and x.shape[1] == 1: x = x[:, 0]
+    if x.ndim != 3 or x.shape[-1] != x.shape[-2]: raise ValueError(f"Expected square films [N, 1, S, S] or [N, S, S], got shape {tuple(x.shape)}")
+    return x
+
+def radial_spectrum(images) -> torch.Tensor:
+    "Radially averaged power spectrum [N, S // 2 - 1] of each film, at 1 .. S/2 - 1 cycles per film (mean removed)."
+    x = _films(images); n, s = x.shape[0], x.shape[-1]
+    power = torch.fft.rfft2(x - x.mean((-2, -1), keepdim=True), norm='ortho').abs() ** 2
+    radius = torch.hypot(torch.fft.fftfreq(s)[:, None] * s, torch.fft.rfftfreq(s)[None] * s).round().long().clamp(max=s // 2).flatten()
+    total = torch.zeros(n, s // 2 + 1).index_add_(1, radius, power.flatten(1))
+    return (total / torch.bincount(radius, minlength=s // 2 + 1))[:, 1:s // 2]
+
+def film_statistics(images) -> pd.DataFrame:
+    "One row per film: intensity quantiles, dark and bright shares, edge strength, spectral slope and fine-detail share."
+    x = _films(images); s = x.shape[-1]
+    q = torch.quantile(x.flatten(1), torch.tensor([0.05, 0.5, 0.95]), dim=1)
+    edge = torch.hypot(x[:, 1:, :-1] - x[:, :-1, :-1], x[:, :-1, 1:] - x[:, :-1, :-1]).mean((1, 2)) * s
+    power = radial_spectrum(x); spec = power.clamp_min(1e-12); k = torch.arange(1, s // 2).float()
+    band = (k >= 4) & (k <= s // 4)
+    lk = k[band].log() - k[band].log().mean()
+    slope = ((spec[:, band].log() - spec[:, band].log().mean(1, keepdim=True)) * lk).sum(1) / (lk ** 2).sum()
+    return pd.DataFrame({'p5': q[0], 'median': q[1], 'p95': q[2], 'dark_share': (x < 0.25).float().mean((1, 2)),
+                         'bright_share': (x > 0.75).float().mean((1, 2)), 'edge': edge, 'spectral_slope': slope,
+                         'fine_detail': power[:, k > s / 8].sum(1) / power.sum(1).clamp_min(1e-12)}).astype(float)
+
+# %% ../nbs/01a_phantom.ipynb #4764b77f
+def realism_table(real, phantom) -> pd.DataFrame:
+    "Per statistic: mean and SD of the real and the phantom films, and the gap (phantom - real) in real SDs, largest first."
+    r, p = film_statistics(real), film_statistics(phantom)
+    t = pd.DataFrame({'real_mean': r.mean(), 'real_sd': r.std(ddof=1), 'phantom_mean': p.mean(), 'phantom_sd': p.std(ddof=1)})
+    t['gap_in_real_sd'] = (t.phantom_mean - t.real_mean) / t.real_sd.where(t.real_sd > 0)
+    return t.reindex(t.gap_in_real_sd.abs().sort_values(ascending=False).index).rename_axis('statistic')
+
+def _band(ax, x, curves, label, color):
+    "Mean curve with a +-1 SD band."
+    m, sd = curves.mean(0), curves.std(0)
+    ax.plot(x, m, color=color, label=label); ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.2, lw=0)
+
+def realism_figure(real, phantom, n_show: int = 6, title: str = ''):
+    "Real films over phantoms, then intensity histograms, column and row profiles and power spectra of both sets."
+    import matplotlib.pyplot as plt
+    r, p = _films(real), _films(phantom); s = r.shape[-1]
+    if p.shape[-1] != s: raise ValueError(f"real films are {s} px and phantoms {p.shape[-1]} px: compare them at one size")
+    n_show = min(n_show, len(r), len(p))
+    fig = plt.figure(figsize=(2.4 * max(n_show, 4), 7.6))
+    grid = fig.add_gridspec(3, 4 * n_show)
+    for row, (films, name) in enumerate(((r, 'real'), (p, 'phantom'))):
+        for j in range(n_show):
+            ax = fig.add_subplot(grid[row, 4 * j:4 * j + 4]); ax.imshow(films[j], cmap='gray', vmin=0, vmax=1); ax.axis('off')
+            if j == 0: ax.set_title(name, loc='left', fontsize=9)
+    width, pos = n_show, torch.arange(s) / s
+    axs = [fig.add_subplot(grid[2, width * i:width * i + width]) for i in range(4)]
+    for films, name, color in ((r, f'real ({len(r)})', 'tab:blue'), (p, f'phantom ({len(p)})', 'tab:orange')):
+        hist = torch.stack([torch.histc(f, 32, 0, 1) for f in films]) / s ** 2 * 32
+        _band(axs[0], torch.linspace(0, 1, 33)[:-1] + 1 / 64, hist, name, color)
+        _band(axs[1], pos, films[:, int(0.35 * s):int(0.65 * s)].mean(1), name, color)
+        _band(axs[2], pos, films[:, :, int(0.2 * s):int(0.8 * s)].mean(2), name, color)
+        axs[3].loglog(torch.arange(1, s // 2), radial_spectrum(films).mean(0), color=color, label=name)
+    for ax, t, xl in zip(axs, ('intensity histogram', 'column profile (rows 35-65%)', 'row profile (columns 20-80%)', 'power spectrum'),
+                         ('intensity', 'position across', 'position down', 'cycles per film')):
+        ax.set_title(t, fontsize=9); ax.set_xlabel(xl, fontsize=8); ax.tick_params(labelsize=7)
+    axs[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9); fig.tight_layout()
+    return fig
