@@ -212,8 +212,8 @@ def sample_case(seed: int, indices, cfg: PhantomConfig, device=None) -> dict:
     P['fold_amp'] = torch.where(U() < 0.1 + 0.2 * apf, U(0.03, 0.07), 0.)   # skin folds (pneumothorax look-alikes), common on portable films
     P['fold_side'], P['fold_u'], P['fold_tilt'] = _pick(rng, [.5, .5]), U(0.5, 0.85), N(std=0.15)
     # acquisition
-    P['mu'], P['gamma'] = U(1.3, 1.9), U(1.0, 1.4)
-    P['noise'] = U(0.002, 0.007) * (1 + 0.6 * apf)
+    P['mu'], P['gamma'] = U(1.0, 1.4), U(1.0, 1.4)
+    P['noise'] = U(0.001, 0.0035) * (1 + 0.6 * apf)
     P['blur'], P['sharpen'] = U(0.0015, 0.004), U(0.4, 1.0)
     P['lo'], P['hi'] = U(0.04, 0.14), U(0.82, 0.95)
     P['marker'] = U() < cfg.marker_rate
@@ -451,7 +451,10 @@ def _lung(P, X, Y, k):
     yht = _c(P['yhc'] - 0.6 * P['hh'])
     umed = ups + (_med_width(P, Y, k) - ups) * torch.sigmoid((yht - Y) / 0.04)     # mediastinum above the heart, spine below
     u0, A = (ups + W) / 2, (W - ups) / 2 - g('taper') * (Y - yw).clamp(min=0)
-    f_cap = torch.where(Y < yw, _ellipse(u - u0, Y - yw, A, yw - ya), A - (u - u0).abs())
+    t = ((yw - Y) / (yw - ya)).clamp(0, 1)                                          # 0 at the widest row, 1 at the apex
+    uc = u0 - 0.2 * A * t ** 1.5                                                    # the apex sits medially: the lateral wall slopes out
+    Yw = yw - (yw - ya) * t ** 0.7                                                  # narrower towards the apex than an ellipse
+    f_cap = torch.where(Y < yw, _ellipse(u - uc, Yw - yw, A, yw - ya), A - (u - u0).abs())
     slope = 2 * kd * (u - upk)
     f_dome = (yd + kd * (u - upk) ** 2 - Y) / (1 + slope ** 2).sqrt()
     return torch.minimum(torch.minimum(u - umed, f_cap), f_dome), f_cap
@@ -519,7 +522,7 @@ def _ribs(P, X, Y, jitter, k, lung_cap):
     pa = ta - torch.floor(ta)
     ant = _smoothstep(pa / 0.12) * _smoothstep((0.5 - pa) / 0.12) * (ta >= 0) * (ta < 6)
     ant = ant * _smoothstep((u - 0.3 * W) / (0.25 * W))
-    return (post + 0.35 * ant) * extent
+    return (post + 0.2 * ant) * extent
 
 def _bones(P, X, Y, jitter, lung_caps):
     "All bone density: ribs, clavicles, spine, scapular borders, humeral heads."
@@ -1065,7 +1068,7 @@ def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) 
     return PhantomDataset(n, size, seed, start=SPLIT_STARTS[split], **kwargs)
 
 # %% ../nbs/01a_phantom.ipynb #c0f91961
-PHANTOM_VERSION = 7    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
+PHANTOM_VERSION = 8    # raise it whenever a change to the generator changes any film: it is part of every phantom spec
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
