@@ -18,12 +18,12 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
                           write_json, read_json)
 
 # %% auto #0
-__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'DataFormatError', 'image_id', 'mask_to_rle', 'rle_pixel_totals',
-           'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks', 'read_segmentation_json',
-           'write_segmentation_json', 'polygons_to_mask', 'annotation_to_masks', 'read_annotation_json',
-           'write_annotation_json', 'read_chexpert_csv', 'write_chexpert_csv', 'uncertainty_targets', 'Letterbox',
-           'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item', 'CheXpertDataset', 'FolderDataset',
-           'write_folder_dataset']
+__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'image_id', 'mask_to_rle',
+           'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks',
+           'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask', 'annotation_to_masks',
+           'read_annotation_json', 'write_annotation_json', 'read_chexpert_csv', 'write_chexpert_csv',
+           'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item',
+           'CheXpertDataset', 'chexlocalize_files', 'FolderDataset', 'write_folder_dataset']
 
 # %% ../nbs/01_data.ipynb #a1c0b0be
 class DataFormatError(ValueError):
@@ -425,6 +425,7 @@ class CheXpertDataset(torch.utils.data.Dataset):
                  size: int = 320, policy: str = 'U-Ones', frontal_only: bool = True, missing_masks_empty: bool = False):
         self.root, self.size, self.seg_json, self.missing_masks_empty = Path(root), size, seg_json, missing_masks_empty
         self.table = _check_labels(csv) if isinstance(csv, pd.DataFrame) else read_chexpert_csv(csv, frontal_only)
+        self.bases = list(dict.fromkeys([self.root] + ([] if isinstance(csv, pd.DataFrame) else [Path(csv).parent])))
         self.ids = [image_id(p) for p in self.table['Path']]
         _check_unique(self.ids, csv if not isinstance(csv, pd.DataFrame) else None)
         self.targets, self.weights = uncertainty_targets(self.table[list(CHEXPERT_LABELS)].to_numpy(), policy)
@@ -436,11 +437,13 @@ class CheXpertDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        "File of image `i`: `root/Path`, or `root/Path` minus its first folder when `root` is that folder."
+        "File of image `i`: its `Path` under `root` or under the CSV's folder, whole or minus its first folder; else `root/Path`."
         rel = PurePosixPath(self.table['Path'].iloc[i].replace('\\', '/'))
-        path = self.root/rel
-        if not path.exists() and len(rel.parts) > 1 and (alt := self.root.joinpath(*rel.parts[1:])).exists(): return alt
-        return path
+        tails = [rel.parts, rel.parts[1:]] if len(rel.parts) > 1 else [rel.parts]
+        for base in self.bases:
+            for parts in tails:
+                if (path := base.joinpath(*parts)).exists(): return path
+        return self.root/rel
 
     def box(self, i: int) -> Letterbox: return Letterbox.fit(*_image_size(self.image_path(i), self.ids[i]), self.size)
 
@@ -460,6 +463,25 @@ def _check_unique(ids: list[str], source=None):
     for i in ids:
         if i in seen: raise DataFormatError(f"{_where(source, i)}: two images have this id")
         seen.add(i)
+
+# %% ../nbs/01_data.ipynb #4311744f
+CHEXLOCALIZE_FILES = {
+    'train':   ('CheXpert-v1.0/train.csv', 'CheXpert-v1.0-small/train.csv'),
+    'valid':   ('CheXpert-v1.0/valid.csv', 'CheXpert/val_labels.csv', 'CheXpert-v1.0-small/valid.csv'),
+    'test':    ('CheXpert-v1.0/test.csv', 'CheXpert/test_labels.csv'),
+    'gt_val':  ('gt_segmentations_val.json', 'CheXlocalize/gt_segmentations_val.json'),
+    'gt_test': ('gt_segmentations_test.json', 'CheXlocalize/gt_segmentations_test.json'),
+}
+
+def chexlocalize_files(root: str | Path, keys=tuple(CHEXLOCALIZE_FILES)) -> dict[str, Path]:
+    "The files `keys` (of `CHEXLOCALIZE_FILES`) of the CheXpert + CheXlocalize folder `root`: for each, its first candidate present."
+    root, found, missing = Path(root), {}, []
+    for key in keys:
+        present = [root/c for c in CHEXLOCALIZE_FILES[key] if (root/c).is_file()]
+        if present: found[key] = present[0]
+        else: missing.append(' or '.join(CHEXLOCALIZE_FILES[key]))
+    if missing: raise FileNotFoundError(f"data_root {root} lacks {'; '.join(missing)}")
+    return found
 
 # %% ../nbs/01_data.ipynb #14674608
 def _folder_labels(path: Path) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1280,8 +1280,8 @@ def realism_figure(real, phantom, n_show: int = 6, title: str = ''):
         for j in range(n_show):
             ax = fig.add_subplot(grid[row, 4 * j:4 * j + 4]); ax.imshow(films[j], cmap='gray', vmin=0, vmax=1); ax.axis('off')
             if j == 0: ax.set_title(name, loc='left', fontsize=9)
-    width, pos = n_show, torch.arange(s) / s
-    axs = [fig.add_subplot(grid[2, width * i:width * i + width]) for i in range(4)]
+    pos = torch.arange(s) / s
+    axs = [fig.add_subplot(grid[2, n_show * i:n_show * (i + 1)]) for i in range(4)]
     for films, name, color in ((r, f'real ({len(r)})', 'tab:blue'), (p, f'phantom ({len(p)})', 'tab:orange')):
         hist = torch.stack([torch.histc(f, 32, 0, 1) for f in films]) / s ** 2 * 32
         _band(axs[0], torch.linspace(0, 1, 33)[:-1] + 1 / 64, hist, name, color)

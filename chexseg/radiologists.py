@@ -13,8 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
-from .data import (DataFormatError, annotation_to_masks, masks_to_segmentation, read_annotation_json,
-                          read_segmentation_json)
+from .data import (DataFormatError, annotation_to_masks, chexlocalize_files, masks_to_segmentation,
+                          read_annotation_json, read_segmentation_json)
 from .metrics import ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
 from .phantom import PhantomConfig, phantom_split
 from .sweep import markdown_table, save_figure
@@ -72,11 +72,11 @@ def json_reader_iou(gt_path: str | Path, reader_paths: list, ids=None) -> pd.Dat
 
 # %% ../nbs/07_radiologists.ipynb #edb4391e
 def reader_files(data_root: str | Path) -> tuple[Path, list[Path]]:
-    "The test ground truth and the human-benchmark files (one per reader) of a CheXpert + CheXlocalize folder."
-    root = Path(data_root)
-    hb = sorted(root.glob('hb_annotations_test*.json')) or sorted(root.glob('hb_segmentations_test*.json'))
-    if not hb: raise FileNotFoundError(f"{root} holds no human-benchmark file (hb_annotations_test*.json or hb_segmentations_test*.json)")
-    return root/'gt_segmentations_test.json', hb
+    "The test ground truth and the human-benchmark files (one per reader) of a CheXpert + CheXlocalize folder, in it or in its `CheXlocalize/`."
+    root, patterns = Path(data_root), ('hb_annotations_test*.json', 'hb_segmentations_test*.json')
+    hb = next((found for folder in (root, root/'CheXlocalize') for pattern in patterns if (found := sorted(folder.glob(pattern)))), None)
+    if not hb: raise FileNotFoundError(f"{root} holds no human-benchmark file ({' or '.join(patterns)}, in it or in its CheXlocalize/)")
+    return chexlocalize_files(root, ('gt_test',))['gt_test'], hb
 
 def reader_iou(settings: dict, device=None, ids=None) -> pd.DataFrame:
     "The reader table of the test images of a run with `settings` (phantom readers, or `data_root`'s human benchmark)."

@@ -19,6 +19,7 @@ from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phase
                           autocast, to_device, provenance)
 from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
+from .data import chexlocalize_files
 from .phantom import phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
@@ -340,11 +341,8 @@ def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
 def real_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of the CheXpert + CheXlocalize folder `cfg['data_root']`."
     root = Path(cfg['data_root'])
-    files = dict(train=root/'CheXpert-v1.0'/'train.csv', valid=root/'CheXpert-v1.0'/'valid.csv', test=root/'CheXpert-v1.0'/'test.csv',
-                 gt_val=root/'gt_segmentations_val.json', gt_test=root/'gt_segmentations_test.json')
-    missing = [str(f) for f in files.values() if not f.exists()]
-    if missing: raise FileNotFoundError(f"data_root {root} lacks {', '.join(missing)}")
-    def spec(csv, offset, n, seg=None): return dict(kind='chexpert', root=str(root), csv=str(csv), seg_json=seg and str(seg),
+    files = chexlocalize_files(root)                       # either layout: see `chexseg.data.CHEXLOCALIZE_FILES`
+    def spec(csv, offset, n, seg=None): return dict(kind='chexpert', root=str(csv.parent), csv=str(csv), seg_json=seg and str(seg),
                                                     offset=int(offset), n=int(n), size=cfg['size'], policy='U-Ones')
     e, v = cfg['n_expert'], cfg['n_val']
     return dict(classifier=spec(files['train'], 0, cfg['n_classifier']),

@@ -1,8 +1,8 @@
 "The whole method on real-data folders (CheXpert + CheXlocalize, or your own films in the folder format), written from phantom films."
-import json
+import json, shutil
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, write_folder_dataset
+from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, write_chexpert_csv, write_folder_dataset
 from chexseg.phantom import phantom_split, write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
@@ -47,6 +47,37 @@ def test_radiologist_comparison_reads_the_human_benchmark(chexpert_folder, sweep
     assert out['meta']['readers'] == dict(ground_truth=str(chexpert_folder/'gt_segmentations_test.json'), readers=list(map(str, readers)))
     assert out['n_readers'] == len(readers) > 0
     assert out['meta']['chexseg']['p'] == 0.9 and out['meta']['weak']['p'] == 0.0
+
+
+def lay_out_as_downloaded(src: Path, dest: Path) -> Path:
+    """The phantom folder `src` copied to `dest` as the downloads lay the real files out: CheXpert's small download
+    (`CheXpert-v1.0-small/train.csv`), CheXlocalize's `CheXpert/` (`val_labels.csv`, `test_labels.csv`, paths relative
+    to it: `val/...`, `test/...`) and `CheXlocalize/` (the JSONs)."""
+    for split, folder, csv, prefix in (('train', 'CheXpert-v1.0-small', 'train.csv', 'CheXpert-v1.0-small/train'),
+                                       ('valid', 'CheXpert', 'val_labels.csv', 'val'), ('test', 'CheXpert', 'test_labels.csv', 'test')):
+        table = read_chexpert_csv(src/'CheXpert-v1.0'/f'{split}.csv')
+        table['Path'] = [p.replace(f'CheXpert-v1.0/{split}', prefix, 1) for p in table.Path]
+        write_chexpert_csv(table, dest/folder/csv)
+        shutil.copytree(src/'CheXpert-v1.0'/split, dest/folder/prefix.split('/')[-1] if folder == 'CheXpert' else dest/prefix)
+    (dest/'CheXlocalize').mkdir()
+    for f in src.glob('*.json'):
+        if f.name != 'phantom.json': shutil.copy(f, dest/'CheXlocalize')
+    return dest
+
+
+def test_runs_read_the_folder_as_the_downloads_lay_it_out(chexpert_folder, sweep_on_folder, tmp_path):
+    "The same films laid out as CheXpert and CheXlocalize come give the same runs, and the radiologists are found in CheXlocalize/."
+    aimi = lay_out_as_downloaded(chexpert_folder, tmp_path/'chexlocalize')
+    assert not (aimi/'CheXpert-v1.0').exists() and (aimi/'CheXpert'/'test'/'patient00001'/'study1'/'view1_frontal.jpg').exists()
+    for p in (0.9, 0.0):
+        cfg = experiment_config('smoke', 'cpu', p=p, data_root=str(aimi), n_expert=8, n_val=6, n_test=8, steps=4)
+        run_experiment(cfg, tmp_path/'cache', tmp_path/'sweep'/f"p{p}", 'cpu')
+        for name in ('per_image_iou.csv', 'results.csv'):
+            pd.testing.assert_frame_equal(pd.read_csv(tmp_path/'sweep'/f"p{p}"/name), pd.read_csv(sweep_on_folder/f"p{p}"/name))
+    out = compare_radiologists(sweep_dir=tmp_path/'sweep', n_boot=20)
+    readers = sorted((aimi/'CheXlocalize').glob('hb_annotations_test*.json'))
+    assert out['meta']['readers'] == dict(ground_truth=str(aimi/'CheXlocalize'/'gt_segmentations_test.json'), readers=list(map(str, readers)))
+    assert out['n_readers'] == len(readers) > 0
 
 
 def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path):
