@@ -13,13 +13,14 @@ import pandas as pd
 from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
 from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings
 from .sweep import PAPER_PS, add_data_arguments, execute, markdown_table, run_sweep
+from .radiologists import reader_files
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
            'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'trial_means', 'read_results', 'sweep_point', 'best_student',
            'headline', 'claim_inverted_u', 'claim_ordering', 'claim_student', 'claim_inits', 'claim_gap',
            'claim_beats_radiologists', 'stage_metas', 'stage_phases', 'time_profile', 'stage_table', 'stage_results',
-           'summary', 'run_notebook', 'run_stage', 'regenerate', 'chexseg_paper']
+           'summary', 'run_notebook', 'run_stage', 'unavailable_stages', 'regenerate', 'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -213,6 +214,13 @@ def run_stage(name: str, fn, log: dict):
         log[name]['wall_s'] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {log[name]['status']} in {log[name]['wall_s']} s", flush=True)
 
+def unavailable_stages(data_root) -> dict[str, str]:
+    "The stages that cannot run on the data folder `data_root` (None: the phantom, which serves every stage), each with its status: why it is skipped."
+    if data_root is None: return {}
+    try: reader_files(data_root)
+    except FileNotFoundError as e: return {'radiologists': f"skipped: {e}"}
+    return {}
+
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
                workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None,
@@ -241,8 +249,11 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
+    skip = unavailable_stages(cfg['data_root'])
     for name in (s for s in STAGES if s in stages):
-        try: run_stage(name, steps[name], log)
+        try:
+            if name in skip: log[name] = dict(status=skip[name], wall_s=0.0); print(f"[{name}] {skip[name]}", flush=True)
+            else: run_stage(name, steps[name], log)
         finally: write_summary()                               # after every stage: a run stopped part-way still leaves a summary
     if not log: write_summary()                                # no stage: the summary of the outputs already in figures/<scale>
     return out/'summary.md'

@@ -150,3 +150,12 @@ def test_sweep_command_with_a_relative_data_root(chexpert_folder, tmp_path, monk
                    '--root', str(tmp_path/'runs'), '--figures', str(tmp_path/'figures')])
     settings = json.loads((tmp_path/'figures'/f'smoke-{chexpert_folder.name}'/'sweep.json').read_text())['settings']
     assert settings['data_root'] == str(chexpert_folder.resolve())
+
+
+def test_paper_on_own_films_skips_the_radiologists(own_folder, tmp_path):
+    "A folder of your own films has no human benchmark: the driver skips the radiologist comparison and says why."
+    root, _ = own_folder
+    summary = regenerate('smoke', stages=['radiologists'], figures=tmp_path/'figures', root=tmp_path/'runs', data_root=root)
+    status = json.loads((summary.parent/'paper.json').read_text())['stages']['radiologists']['status']
+    assert status.startswith(f'skipped: {root} holds no human-benchmark file') and status in summary.read_text()
+    assert not (summary.parent/'figure5.json').exists()
