@@ -33,10 +33,10 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
            'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
            'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
-           'with_settings', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream', 'real_splits',
-           'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings',
-           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
-           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
+           'real_splits', 'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset',
+           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial',
+           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -293,12 +293,17 @@ def with_settings(settings: dict | None, **given) -> dict:
     return dict(size_settings(settings), **{k: v for k, v in given.items() if v is not None})
 
 # %% ../nbs/04_semi.ipynb #428355cd
+def split_ranges(cfg: dict, own_test_set: bool = True) -> dict[str, tuple[str, int, int]]:
+    "Where each split's rows lie: `(source, offset, n)`, source 'pool' (image labels only), 'masked' (expert-annotated) or 'test'."
+    n_cls, e, v = cfg['n_classifier'], cfg['n_expert'], cfg['n_val']
+    return dict(classifier=('pool', 0, n_cls), expert=('masked', 0, e), val=('masked', e, v),
+                test=('test', 0, cfg['n_test']) if own_test_set else ('masked', e + v, cfg['n_test']),
+                weak_pool=('pool', n_cls, cfg['n_weak'] * cfg['trials']))
+
 def phantom_splits(cfg: dict) -> dict:
     "Dataset specs of the classifier pool, expert, validation, test and weak-pool splits: disjoint phantom index ranges."
-    def spec(split, offset, n): return phantom_spec(split, n, cfg['size'], cfg['seed'], offset)
-    n_cls, e = cfg['n_classifier'], cfg['n_expert']
-    return dict(classifier=spec('train', 0, n_cls), expert=spec('valid', 0, e), val=spec('valid', e, cfg['n_val']),
-                test=spec('test', 0, cfg['n_test']), weak_pool=spec('train', n_cls, cfg['n_weak'] * cfg['trials']))
+    split = dict(pool='train', masked='valid', test='test')
+    return {k: phantom_spec(split[s], n, cfg['size'], cfg['seed'], o) for k, (s, o, n) in split_ranges(cfg).items()}
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
 @timed_phase('rendering')
@@ -342,22 +347,19 @@ def real_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of the CheXpert + CheXlocalize folder `cfg['data_root']`."
     root = Path(cfg['data_root'])
     files = chexlocalize_files(root)                       # either layout: see `chexseg.data.CHEXLOCALIZE_FILES`
-    def spec(csv, offset, n, seg=None): return dict(kind='chexpert', root=str(csv.parent), csv=str(csv), seg_json=seg and str(seg),
-                                                    offset=int(offset), n=int(n), size=cfg['size'], policy='U-Ones')
-    e, v = cfg['n_expert'], cfg['n_val']
-    return dict(classifier=spec(files['train'], 0, cfg['n_classifier']),
-                expert=spec(files['valid'], 0, e, files['gt_val']), val=spec(files['valid'], e, v, files['gt_val']),
-                test=spec(files['test'], 0, cfg['n_test'], files['gt_test']),
-                weak_pool=spec(files['train'], cfg['n_classifier'], cfg['n_weak'] * cfg['trials']))
+    source = dict(pool=(files['train'], None), masked=(files['valid'], files['gt_val']), test=(files['test'], files['gt_test']))
+    def spec(s, offset, n):
+        csv, seg = source[s]
+        return dict(kind='chexpert', root=str(csv.parent), csv=str(csv), seg_json=seg and str(seg), offset=int(offset), n=int(n),
+                    size=cfg['size'], policy='U-Ones')
+    return {k: spec(*rows) for k, rows in split_ranges(cfg).items()}
 
 # %% ../nbs/04_semi.ipynb #c9a1e3d5
 def folder_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of a folder of your own films (`cfg['data_root']`, the folder format): masked films for the expert, validation and test sets, the others for the pools."
-    root, e, v = Path(cfg['data_root']), cfg['n_expert'], cfg['n_val']
-    def spec(annotated, offset, n): return dict(kind='folder', root=str(root), annotated=annotated, offset=int(offset), n=int(n),
-                                                size=cfg['size'], policy='U-Ones')
-    return dict(classifier=spec(False, 0, cfg['n_classifier']), expert=spec(True, 0, e), val=spec(True, e, v),
-                test=spec(True, e + v, cfg['n_test']), weak_pool=spec(False, cfg['n_classifier'], cfg['n_weak'] * cfg['trials']))
+    root = Path(cfg['data_root'])
+    return {k: dict(kind='folder', root=str(root), annotated=s == 'masked', offset=int(o), n=int(n), size=cfg['size'], policy='U-Ones')
+            for k, (s, o, n) in split_ranges(cfg, own_test_set=False).items()}
 
 def data_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of the folder `cfg['data_root']`: your own films (it has a labels.csv) or CheXpert + CheXlocalize."
