@@ -21,8 +21,8 @@ from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_t
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
 from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config, in_memory,
-                          init_encoder, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_settings, stack_split,
-                          summary_rows, with_settings)
+                          init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
+                          stack_split, summary_rows, with_settings)
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
@@ -30,9 +30,9 @@ from .sweep import add_data_arguments, kernel_threads, provenance_caption, resul
 
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
-           'load_segmenter', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
-           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
-           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
+           'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits', 'teacher_logits',
+           'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings', 'distill_rows',
+           'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
            'distill_init_job', 'distill_in_processes', 'run_distillation', 'distill_table', 'figure3',
            'write_distill_outputs', 'chexseg_distill']
 
@@ -67,12 +67,6 @@ def render_images(dataset: Dataset, rows: torch.Tensor, device=None, chunk: int 
     return torch.cat([get_batch(dataset, rows[s:s + chunk], device)['image'].float() for s in range(0, len(rows), chunk)])
 
 # %% ../nbs/05_distill.ipynb #54a7debc
-def load_segmenter(path: str | Path, encoder: str = 'resnet18') -> tuple:
-    "The DeepLabV3+ saved at `path` (by `train_segmenter` or `train_student`) and its metadata: `(model, meta)`."
-    sd, meta = load_weights(path, arch=segmenter_arch(encoder))
-    model = build_segmenter(encoder); model.load_state_dict(sd)
-    return model, meta
-
 def encoder_weights(up: dict):
     "The file that initialises the encoder for the upstream stages `up` (None for 'random'): what `run_trial` passes on."
     return up['init_weights']
@@ -84,7 +78,7 @@ def teacher_config(cfg: dict, init: str) -> dict:
 def fit_teacher(tcfg: dict, up: dict, trial: int, root: str | Path, val: dict, test: dict, device=None) -> tuple:
     "The teacher of `trial` (trained, or loaded from the segmenter cache): `(model, evaluation, weights file)`."
     result = run_trial(tcfg, up, trial, root, val, test, device)
-    weights = run_dir(root, 'segmenter', segmenter_settings(tcfg, up, trial))/'model.safetensors'
+    weights = segmenter_dir(tcfg, up, trial, root)/'model.safetensors'
     return load_segmenter(weights, tcfg['encoder'])[0], result, weights
 
 # %% ../nbs/05_distill.ipynb #50385c32

@@ -31,12 +31,13 @@ from .metrics import iou_masks, bootstrap_miou
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'check_choice',
            'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file',
            'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
-           'train_segmenter', 'new_segmenter', 'load_trained', 'train_segmenters_stacked', 'batched_outputs',
-           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
-           'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
-           'real_splits', 'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset',
-           'segmenter_settings', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial',
-           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked',
+           'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
+           'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights',
+           'prepare_upstream', 'real_splits', 'folder_splits', 'data_splits', 'output_name', 'data_label',
+           'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix',
+           'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
+           'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -195,6 +196,12 @@ def load_trained(model: torch.nn.Module, out_dir: str | Path, encoder: str) -> l
     sd, meta = load_weights(weights, arch=segmenter_arch(encoder))
     model.load_state_dict(sd)
     return meta.get('losses', [])
+
+def load_segmenter(path: str | Path, encoder: str = 'resnet18') -> tuple:
+    "The DeepLabV3+ saved at `path` (by `train_segmenter` or `train_student`) and its metadata: `(model, meta)`."
+    sd, meta = load_weights(path, arch=segmenter_arch(encoder))
+    model = build_segmenter(encoder); model.load_state_dict(sd)
+    return model, meta
 
 # %% ../nbs/04_semi.ipynb #e7046074
 @timed_phase('segmenter training')
@@ -388,6 +395,10 @@ def segmenter_settings(cfg: dict, up: dict, trial: int) -> dict:
                 init_weights=file_key(up['init_weights']) if up['init_weights'] else None,
                 method_version=cfg['method_version'], **({'stacked': True} if cfg['stack_trials'] else {}))   # stacked: other dropout draws
 
+def segmenter_dir(cfg: dict, up: dict, trial: int, root: str | Path) -> Path:
+    "The cache directory of the segmenter of `trial` (its weights, once trained: `model.safetensors`)."
+    return run_dir(root, 'segmenter', segmenter_settings(cfg, up, trial))
+
 @timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:
     """Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, and the predicted
@@ -413,7 +424,7 @@ def train_trials(cfg: dict, up: dict, root: str | Path, device=None, trials=None
     """The segmenter and training losses of each of `trials` (all of them by default), trained or loaded: one after
     another, or with `cfg['stack_trials']` all at once (`train_segmenters_stacked`)."""
     trials = range(cfg['trials']) if trials is None else trials
-    outs = [run_dir(root, 'segmenter', segmenter_settings(cfg, up, t)) for t in trials]
+    outs = [segmenter_dir(cfg, up, t, root) for t in trials]
     kw = dict(encoder=cfg['encoder'], init=cfg['encoder_init'], init_weights=up['init_weights'], steps=cfg['steps'],
               batch_size=cfg['batch_size'], lr=cfg['lr'], device=device)
     name = f"p={cfg['p']} {cfg['weak_source']}"
@@ -453,7 +464,8 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
         per_image = pd.concat({r['trial']: r['table'] for r in results}, names=['trial', 'cxr_id'])
         with atomic_write_path(out_dir/'per_image_iou.csv') as f: per_image.to_csv(f)
         write_json(dict(settings=cfg, **provenance(device, time.perf_counter() - t0), phases_s=phases_since(tally),
-                        thresholds={r['trial']: dict(zip(PATHOLOGIES, map(float, r['thresholds']))) for r in results}),
+                        thresholds={r['trial']: dict(zip(PATHOLOGIES, map(float, r['thresholds']))) for r in results},
+                        weights={r['trial']: str((segmenter_dir(cfg, up, r['trial'], root)/'model.safetensors').resolve()) for r in results}),
                    out_dir/'run.json', indent=2)
     return table, results, test
 
@@ -477,7 +489,7 @@ def chexseg_train_segmenter(argv=None):
     up = prepare_upstream(cfg, a.root, a.device)
     up['expert_set'] = in_memory(up['datasets']['expert'], a.device)
     train_trials(cfg, up, a.root, a.device, [a.trial])
-    if is_main_process(): print(run_dir(a.root, 'segmenter', segmenter_settings(cfg, up, a.trial))/'model.safetensors')
+    if is_main_process(): print(segmenter_dir(cfg, up, a.trial, a.root)/'model.safetensors')
 
 # %% ../nbs/04_semi.ipynb #fcb68262
 def plot_predictions(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, n: int = 4):

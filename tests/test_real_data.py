@@ -2,10 +2,12 @@
 import json, shutil
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, write_chexpert_csv, write_folder_dataset
+from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, read_segmentation_json, write_chexpert_csv, write_folder_dataset
+from chexseg.metrics import iou_table
 from chexseg.phantom import phantom_split, write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
 from chexseg.radiologists import compare_radiologists
+from chexseg.segment import chexseg_segment
 from chexseg.semi import chexseg_train_segmenter, experiment_config, run_experiment
 from chexseg.sweep import chexseg_sweep
 
@@ -47,6 +49,20 @@ def test_radiologist_comparison_reads_the_human_benchmark(chexpert_folder, sweep
     assert out['meta']['readers'] == dict(ground_truth=str(chexpert_folder/'gt_segmentations_test.json'), readers=list(map(str, readers)))
     assert out['n_readers'] == len(readers) > 0
     assert out['meta']['chexseg']['p'] == 0.9 and out['meta']['weak']['p'] == 0.0
+
+
+def test_segmenting_the_test_films_gives_the_runs_own_scores(chexpert_folder, sweep_on_folder, tmp_path):
+    """chexseg_segment with a run's trial-0 segmenter on the folder's test films, scored against the folder's ground truth
+    as chexseg_eval scores, gives that run's own per-image IoU (the phantom's films are square at the run's size, so
+    letterboxing and putting the masks back change nothing)."""
+    run = sweep_on_folder/'p0.9'
+    chexseg_segment(['--run', str(run), '--films', str(chexpert_folder/'CheXpert-v1.0'/'test.csv'), '--out', str(tmp_path/'pred.json'),
+                     '--device', 'cpu'])
+    pred = read_segmentation_json(tmp_path/'pred.json')
+    assert sorted(pred) == sorted(image_id(p) for p in read_chexpert_csv(chexpert_folder/'CheXpert-v1.0'/'test.csv').Path)
+    table = iou_table(read_segmentation_json(chexpert_folder/'gt_segmentations_test.json'), pred)
+    own = pd.read_csv(run/'per_image_iou.csv', index_col=['trial', 'cxr_id']).loc[0]
+    pd.testing.assert_frame_equal(table.loc[own.index], own, check_names=False, atol=1e-6)
 
 
 def lay_out_as_downloaded(src: Path, dest: Path) -> Path:
