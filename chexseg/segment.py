@@ -52,7 +52,7 @@ def run_segmenter(run: str | Path, trial: int = 0) -> tuple[torch.nn.Module, np.
     weights, thresholds = meta.get('weights') or {}, meta.get('thresholds') or {}
     if str(trial) not in weights or str(trial) not in thresholds:
         raise ValueError(f"{path} records no trained segmenter for trial {trial}" +
-                         (f" (its trials: {', '.join(sorted(weights))})" if weights else ": it was written before runs recorded their weights; run it again"))
+                         (f" (its trials: {', '.join(sorted(weights))})" if weights else ": it was written before runs recorded their weights; run it again (a driver's run: delete its results.csv first)"))
     model, _ = load_segmenter(weights[str(trial)], meta['settings']['encoder'])
     return model, np.array([thresholds[str(trial)][p] for p in PATHOLOGIES], np.float32), int(meta['settings']['size'])
 
