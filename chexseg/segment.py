@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, in_test, read_json
 from .data import (CheXpertDataset, DataFormatError, image_id, letterbox, masks_to_segmentation, read_image,
-                          read_segmentation_json, unletterbox, write_segmentation_json)
+                          unletterbox, write_segmentation_json)
 from .phantom import FILM_SUFFIXES
 from .semi import load_segmenter, predict_probs
 
