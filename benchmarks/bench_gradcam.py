@@ -42,7 +42,7 @@ def bench_gradcam(args, device):
     model = to_device(Classifier('densenet121'), device).eval()
     x = torch.rand(args.batch, 1, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
     nb = args.baseline_images or (args.batch if device.type == 'cuda' else min(4, args.batch))
-    ours(model, x[:1], 'closed'); ours(model, x[:1], 'autograd'); reference_gradcam(model, x[:1])    # warm-up
+    ours(model, x, 'closed'); ours(model, x, 'autograd'); reference_gradcam(model, x[:nb])   # warm-up at the timed shapes
     fns = {'closed': lambda: ours(model, x, 'closed'), 'autograd': lambda: ours(model, x, 'autograd'),
            'reference': lambda: reference_gradcam(model, x[:nb])}
     times, out = interleaved(fns, device, args.rounds)

@@ -437,12 +437,15 @@ class CheXpertDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        "File of image `i`: its `Path` under `root` or under the CSV's folder, whole or minus its first folder; else `root/Path`."
+        """File of image `i`: its `Path` under `root` or under the CSV's folder, whole or minus its first folder, or else its
+        last three parts (patient, study, view) in any one folder there; `root/Path` if none exists."""
         rel = PurePosixPath(self.table['Path'].iloc[i].replace('\\', '/'))
         tails = [rel.parts, rel.parts[1:]] if len(rel.parts) > 1 else [rel.parts]
         for base in self.bases:
             for parts in tails:
                 if (path := base.joinpath(*parts)).exists(): return path
+        for base in self.bases:                   # e.g. 'CheXpert-v1.0/valid/...' listed, the film in CheXpert/val/
+            if len(rel.parts) >= 3 and (found := sorted(base.glob(str(PurePosixPath('*', *rel.parts[-3:]))))): return found[0]
         return self.root/rel
 
     def box(self, i: int) -> Letterbox: return Letterbox.fit(*_image_size(self.image_path(i), self.ids[i]), self.size)

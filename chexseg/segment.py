@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import PATHOLOGIES, in_test, read_json
+from .core import PATHOLOGIES, atomic_write_path, in_test, read_json
 from .data import (CheXpertDataset, DataFormatError, image_id, letterbox, masks_to_segmentation, read_image,
                           unletterbox, write_segmentation_json)
 from .phantom import FILM_SUFFIXES
 from .semi import load_segmenter, predict_probs
 
 # %% auto #0
-__all__ = ['film_id', 'list_films', 'run_segmenter', 'segment_films', 'segment_to_json', 'chexseg_segment']
+__all__ = ['film_id', 'list_films', 'run_segmenter', 'save_overlay', 'segment_films', 'segment_to_json', 'chexseg_segment']
 
 # %% ../nbs/04b_segment.ipynb #caafe52f
 def film_id(rel: str | Path) -> str:
@@ -56,6 +56,25 @@ def run_segmenter(run: str | Path, trial: int = 0) -> tuple[torch.nn.Module, np.
     model, _ = load_segmenter(weights[str(trial)], meta['settings']['encoder'])
     return model, np.array([thresholds[str(trial)][p] for p in PATHOLOGIES], np.float32), int(meta['settings']['size'])
 
+# %% ../nbs/04b_segment.ipynb #be6804da
+def save_overlay(film: np.ndarray, masks: np.ndarray, path: str | Path, title: str = '', max_side: int = 512):
+    "Write a PNG of `film` (H x W in [0, 1]) with each non-empty mask of `masks` [10, H, W] outlined and filled in its pathology's colour."
+    import matplotlib; import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    step = max(1, -(-max(film.shape) // max_side))
+    film, masks = film[::step, ::step], np.asarray(masks)[:, ::step, ::step]
+    colours, present = matplotlib.colormaps['tab10'].colors, [k for k in range(len(PATHOLOGIES)) if masks[k].any()]
+    fig, ax = plt.subplots(figsize=(film.shape[1] / 100, film.shape[0] / 100 + 0.3))
+    fig.subplots_adjust(0, 0, 1, film.shape[0] / (film.shape[0] + 30))          # the film fills the picture, the title above it
+    ax.imshow(film, cmap='gray', vmin=0, vmax=1); ax.axis('off'); ax.set_title(title, fontsize=7)
+    for k in present:
+        ax.imshow(np.ma.masked_equal(masks[k], 0), cmap=ListedColormap([colours[k]]), alpha=0.25, interpolation='nearest')
+        if 0 < masks[k].mean() < 1: ax.contour(masks[k], levels=[0.5], colors=[colours[k]], linewidths=0.8)
+    if present: ax.legend(handles=[Patch(color=colours[k], label=PATHOLOGIES[k]) for k in present], fontsize=5, loc='lower right')
+    with atomic_write_path(path) as f: fig.savefig(f, dpi=100)
+    plt.close(fig)
+
 # %% ../nbs/04b_segment.ipynb #ea553ebb
 def segment_films(model: torch.nn.Module, thresholds: np.ndarray, films: list[tuple[str, Path]], size: int,
                   batch_size: int = 16, device=None):
@@ -68,12 +87,16 @@ def segment_films(model: torch.nn.Module, thresholds: np.ndarray, films: list[tu
         for (cxr_id, _), p, box in zip(batch, probs, boxes):
             yield cxr_id, unletterbox((p.float() > cut).to(torch.uint8), box).numpy()
 
-def segment_to_json(run: str | Path, films: str | Path, out: str | Path, trial: int = 0, batch_size: int = 16, device=None) -> dict:
-    "Segment every film of `films` (`list_films`) with the segmenter of `trial` of the run in `run`; write and return the segmentation JSON `out`."
+def segment_to_json(run: str | Path, films: str | Path, out: str | Path, trial: int = 0, batch_size: int = 16, device=None,
+                    overlays: str | Path | None = None) -> dict:
+    """Segment every film of `films` (`list_films`) with the segmenter of `trial` of the run in `run`; write and return the
+    segmentation JSON `out`. With `overlays`, also a picture of each film with its masks there (`<id>.png`, `save_overlay`)."""
     model, thresholds, size = run_segmenter(run, trial)
     todo = list_films(films)
-    seg = {i: masks_to_segmentation(m) for i, m in tqdm(segment_films(model, thresholds, todo, size, batch_size, device),
-                                                         total=len(todo), desc='segmenting', disable=in_test())}
+    seg, files = {}, dict(todo)
+    for i, m in tqdm(segment_films(model, thresholds, todo, size, batch_size, device), total=len(todo), desc='segmenting', disable=in_test()):
+        seg[i] = masks_to_segmentation(m)
+        if overlays is not None: save_overlay(read_image(files[i], i), m, Path(overlays)/f'{i}.png', title=i)
     write_segmentation_json(seg, out)
     return seg
 
@@ -85,8 +108,9 @@ def chexseg_segment(argv=None):
     ap.add_argument('--films', required=True, help='a CheXpert label CSV, or a folder of PNG or JPEG films (searched at any depth)')
     ap.add_argument('--out', required=True, help='the segmentation JSON to write (every film, all ten pathologies, at its own resolution)')
     ap.add_argument('--trial', type=int, default=0, help="which of the run's trials segments (default 0)")
+    ap.add_argument('--overlays', help='also write a picture of each film with its masks into this folder (<id>.png)')
     ap.add_argument('--batch_size', type=int, default=16); ap.add_argument('--device')
     a = ap.parse_args(argv)
-    try: seg = segment_to_json(a.run, a.films, a.out, a.trial, a.batch_size, a.device)
+    try: seg = segment_to_json(a.run, a.films, a.out, a.trial, a.batch_size, a.device, a.overlays)
     except (FileNotFoundError, ValueError) as e: sys.exit(f"chexseg_segment: {e}")     # DataFormatError, CheckpointError included
     print(f"{len(seg)} films segmented into {a.out}")
