@@ -259,7 +259,7 @@ def _slots(rng, on, probs):
 
 def _sample_lung_findings(rng, P, has, apf):
     "Where, how big and how dense each lung finding is (zero amplitude where absent)."
-    U, N, dev = rng.uniform, rng.normal, apf.device
+    U, N = rng.uniform, rng.normal
     logU = lambda lo, hi, shape=(): torch.exp(U(math.log(lo), math.log(hi), shape))   # as many small ones as large
     on = lambda f, lo, hi, draw=U: torch.where(has[f], draw(lo, hi), 0.)
     # lung lesion: one to five nodules (several in metastatic disease), the first possibly a mass; positions in lung-relative coordinates
@@ -292,7 +292,7 @@ def _sample_lung_findings(rng, P, has, apf):
     sides = torch.stack([mode != 2, mode != 1], 1) & has['Pleural Effusion'][:, None]
     P['eff'] = torch.where(sides, logU(0.02, 0.4, (2,)), 0.)   # most are small: a blunted angle
     P['eff_c'], P['eff_amp'] = U(0.08, 0.25, (2,)), U(0.6, 0.9)
-    P['eff_layer'] = ap_layer = (apf > 0) & (U() < 0.3)
+    P['eff_layer'] = (apf > 0) & (U() < 0.3)
     # not segmented: pleural thickening and a rib fracture
     P['pleural_other'] = on('Pleural Other', 0.05, 0.12)
     P['po_side'] = _pick(rng, [.5, .5])

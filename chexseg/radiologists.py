@@ -261,7 +261,7 @@ def figure5(comparison: dict, title: str = ''):
     g = comparison['gap_reduction'].loc['mean']
     axm.set_xticks([0], ['mean'])
     axm.set_title(f"Mean over pathologies\ngap closed {g.estimate:.0%} [{g.lower:.0%}, {g.upper:.0%}]" if not np.isnan(g.estimate)
-                  else f"Mean over pathologies\ngap closed: n/a", fontsize=9)
+                  else "Mean over pathologies\ngap closed: n/a", fontsize=9)
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
