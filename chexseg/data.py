@@ -373,9 +373,10 @@ def unletterbox(mask: np.ndarray | torch.Tensor, box: Letterbox) -> np.ndarray |
 _SIXTEEN_BIT = ('I;16', 'I;16B', 'I;16L', 'I')
 
 def read_image(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
-    "Float32 greyscale HxW in [0, 1] from the image file at `path` (errors name the file and `cxr_id`)."
+    "Float32 greyscale HxW in [0, 1] from the image file at `path`, any format PIL reads or DICOM (errors name the file and `cxr_id`)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{_where(path, cxr_id)}: image file not found")
+    if path.suffix.lower() == '.dcm': return _read_dicom(path, cxr_id)
     try:
         with Image.open(path) as im:
             im.load()
@@ -384,6 +385,20 @@ def read_image(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
             return np.asarray(im.convert('L'), np.float32) / 255
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
+
+def _read_dicom(path: Path, cxr_id: str | None = None) -> np.ndarray:
+    "A DICOM film as a viewer shows it, in [0, 1]: modality and VOI LUTs applied, MONOCHROME1 inverted, then stretched."
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try:
+        ds = pydicom.dcmread(path)
+        a = ds.pixel_array
+    except Exception as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable DICOM ({type(e).__name__}: {e})") from None
+    if a.ndim != 2: raise DataFormatError(f"{_where(path, cxr_id)}: a film is one greyscale frame, this DICOM holds pixel data of shape {a.shape}")
+    a = np.asarray(apply_voi_lut(apply_modality_lut(a, ds), ds), np.float32)
+    if ds.get('PhotometricInterpretation') == 'MONOCHROME1': a = -a
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 def read_mask_png(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
     "uint8 HxW binary mask (nonzero pixels = 1) from a PNG (errors name the file and `cxr_id`)."

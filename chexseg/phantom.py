@@ -1217,10 +1217,10 @@ def chexseg_phantom(argv: list[str] | None = None):
     print(f"wrote {sum(meta['counts'].values())} phantom films to {a.out}")
 
 # %% ../nbs/01a_phantom.ipynb #5cfaab4e
-FILM_SUFFIXES = ('.png', '.jpg', '.jpeg')
+FILM_SUFFIXES = ('.png', '.jpg', '.jpeg', '.dcm')                 # what `chexseg.data.read_image` reads as a film
 
 def read_films(folder: str | Path, size: int = 320) -> torch.Tensor:
-    "Every PNG or JPEG film in `folder` as greyscale [N, 1, size, size] in [0, 1], each stretched to the square."
+    "Every PNG, JPEG or DICOM film in `folder` as greyscale [N, 1, size, size] in [0, 1], each stretched to the square."
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder of films")
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in FILM_SUFFIXES)

@@ -28,7 +28,7 @@ def film_id(rel: str | Path) -> str:
     return image_id(str(rel)) if chexpert else PurePosixPath(parts[-1]).stem
 
 def list_films(source: str | Path) -> list[tuple[str, Path]]:
-    "`(id, file)` of every film of `source`: a CheXpert label CSV (its frontal films) or a folder (its PNG and JPEG files, at any depth)."
+    "`(id, file)` of every film of `source`: a CheXpert label CSV (its frontal films) or a folder (its PNG, JPEG and DICOM files, at any depth)."
     source = Path(source)
     if source.is_file() and source.suffix.lower() == '.csv':
         ds = CheXpertDataset(source.parent, source)
@@ -105,7 +105,7 @@ def chexseg_segment(argv=None):
     "Console entry point: segment films with the trained segmenter of a finished run; write a CheXlocalize segmentation JSON."
     ap = argparse.ArgumentParser(prog='chexseg_segment', description=chexseg_segment.__doc__)
     ap.add_argument('--run', required=True, help="a finished run's folder, with its run.json (e.g. runs/semi/cpu_p0.9_cam)")
-    ap.add_argument('--films', required=True, help='a CheXpert label CSV, or a folder of PNG or JPEG films (searched at any depth)')
+    ap.add_argument('--films', required=True, help='a CheXpert label CSV, or a folder of PNG, JPEG or DICOM films (searched at any depth)')
     ap.add_argument('--out', required=True, help='the segmentation JSON to write (every film, all ten pathologies, at its own resolution)')
     ap.add_argument('--trial', type=int, default=0, help="which of the run's trials segments (default 0)")
     ap.add_argument('--overlays', help='also write a picture of each film with its masks into this folder (<id>.png)')
