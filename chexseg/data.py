@@ -441,6 +441,7 @@ class CheXpertDataset(torch.utils.data.Dataset):
         self.root, self.size, self.seg_json, self.missing_masks_empty = Path(root), size, seg_json, missing_masks_empty
         self.table = _check_labels(csv) if isinstance(csv, pd.DataFrame) else read_chexpert_csv(csv, frontal_only)
         self.bases = list(dict.fromkeys([self.root] + ([] if isinstance(csv, pd.DataFrame) else [Path(csv).parent])))
+        self._found = {}                          # image index -> its file, once looked up (every epoch reads it again)
         self.ids = [image_id(p) for p in self.table['Path']]
         _check_unique(self.ids, csv if not isinstance(csv, pd.DataFrame) else None)
         self.targets, self.weights = uncertainty_targets(self.table[list(CHEXPERT_LABELS)].to_numpy(), policy)
@@ -453,15 +454,23 @@ class CheXpertDataset(torch.utils.data.Dataset):
 
     def image_path(self, i: int) -> Path:
         """File of image `i`: its `Path` under `root` or under the CSV's folder, whole or minus its first folder, or else its
-        last three parts (patient, study, view) in any one folder there; `root/Path` if none exists."""
-        rel = PurePosixPath(self.table['Path'].iloc[i].replace('\\', '/'))
+        last three parts (patient, study, view) in any one folder there; `root/Path` if none exists (not remembered)."""
+        if i not in self._found:
+            rel = PurePosixPath(self.table['Path'].iloc[i].replace('\\', '/'))
+            found = self._look_up(rel)
+            if found is None: return self.root/rel
+            self._found[i] = found
+        return self._found[i]
+
+    def _look_up(self, rel: PurePosixPath) -> Path | None:
+        "The first existing file for the relative path `rel` (see `image_path`), or None."
         tails = [rel.parts, rel.parts[1:]] if len(rel.parts) > 1 else [rel.parts]
         for base in self.bases:
             for parts in tails:
                 if (path := base.joinpath(*parts)).exists(): return path
         for base in self.bases:                   # e.g. 'CheXpert-v1.0/valid/...' listed, the film in CheXpert/val/
             if len(rel.parts) >= 3 and (found := sorted(base.glob(str(PurePosixPath('*', *rel.parts[-3:]))))): return found[0]
-        return self.root/rel
+        return None
 
     def box(self, i: int) -> Letterbox: return Letterbox.fit(*_image_size(self.image_path(i), self.ids[i]), self.size)
 
