@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 # What chexseg, papermill's kernels and the Grad-CAM baseline need beyond that machine's packages (resolved for
 # Python 3.12; installed without their dependencies, which these complete).
-WHEELS=(asttokens==3.0.2 comm==0.2.3 debugpy==1.8.22 entrypoints==0.4.2 executing==2.3.0 fastjsonschema==2.22.3
+WHEELS=(asttokens==3.0.2 comm==0.2.3 debugpy==1.8.22 entrypoints==0.4.2 executing==2.3.0 fastcore==1.12.47 fastjsonschema==2.22.3
         ipykernel==7.4.0 ipython==9.18.1 ipython_pygments_lexers==1.1.1 jedi==0.20.1
         jsonschema-specifications==2025.9.1 jsonschema==4.26.0 jupyter_client==8.10.0 jupyter_core==5.9.1
         matplotlib-inline==0.2.2 nbclient==0.11.0 nbformat==5.11.1 nest-asyncio2==1.7.4 papermill==2.7.0 parso==0.8.7
