@@ -124,6 +124,8 @@ def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: i
     return losses
 
 # %% ../nbs/00a_train.ipynb #a7c69e78
+def _float_input(module, args): return (args[0].float(), *args[1:])
+
 def fit_stacked(models: list[torch.nn.Module], datasets: list[Dataset], loss_fn: Callable, *, steps: int, batch_size: int,
                 lr: float, seeds: list[int], device=None, desc: str = 'train stacked') -> list[list[float]]:
     """Train `models` (one architecture) at once, model `i` on `datasets[i]` in the order of `seeds[i]` (as `fit` would),
@@ -134,6 +136,8 @@ def fit_stacked(models: list[torch.nn.Module], datasets: list[Dataset], loss_fn:
     models = [to_device(m, device).train() for m in models]
     params, buffers = stack_module_state(models)              # leaves [k, ...]: model i's weights are slice i
     skeleton = copy.deepcopy(models[0]).to('meta')
+    for m in skeleton.modules():                              # BatchNorm in float32: vmap refuses a bf16 input beside float32 statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.register_forward_pre_hook(_float_input)
     forward = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), randomness='different')
     opt = torch.optim.Adam(params.values(), lr=lr)
     bar = tqdm(total=steps, desc=desc, disable=in_test(), leave=False)
