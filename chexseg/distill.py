@@ -20,9 +20,9 @@ from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_t
                           phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
-from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config, in_memory,
+from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config,
                           init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
-                          stack_split, summary_rows, with_settings)
+                          shared_splits, summary_rows, with_settings)
 from .saliency import file_key
 from .encoders import available_inits
 from .metrics import paired_bootstrap
@@ -166,12 +166,13 @@ def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str |
     seed_everything(cfg['seed'])
     ups = {init: prepare_upstream(teacher_config(cfg, init), root, device) for init in use}
     first = ups[use[0]]
-    expert = in_memory(first['datasets']['expert'], device)
+    splits = shared_splits(first, root, device)
+    expert = MaskSet(**splits['expert']).to(device)
     for init, up in ups.items():
         up['expert_set'] = expert
         init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
     pool_data = first['datasets']['classifier']
-    return dict(ups=ups, val=stack_split(first['datasets']['val'], device=device), test=stack_split(first['datasets']['test'], device=device),
+    return dict(ups=ups, val=splits['val'], test=splits['test'],
                 pool_data=pool_data, pool_spec=first['specs']['classifier'],
                 sizes={f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions}, images={})
 

@@ -13,7 +13,7 @@ import pandas as pd
 from .core import atomic_write_path, in_test, phase_tally, phases_since, provenance, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
-                          run_experiment, with_settings)
+                          keep_shared_splits, run_experiment, with_settings)
 from .sweep import provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
 
 # %% auto #0
@@ -60,8 +60,8 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
     todo = [k for k, d in enumerate(dirs) if not (d/'results.csv').exists()]
     failed, tally, executed = [], phase_tally(), root/'encoders'/output_name(cfg0)/'notebooks'
     in_kernels = workers > 1 and bool(todo)
-    if in_kernels:                                # classifiers, MoCo, weak masks: built once, before the kernels start
-        for k in todo: prepare_upstream(cfgs[k], root, device)
+    if in_kernels:                                # classifiers, MoCo, weak masks, shared splits: built once, before the kernels start
+        for k in todo: keep_shared_splits(prepare_upstream(cfgs[k], root, device), cfgs[k], root, device)
     upstream = phases_since(tally)                # runs in this process count their upstream stages in their own run.json
     if in_kernels:
         jobs = [(semi_params(cfgs[k], cfg0, root, device, **settings), dirs[k]) for k in todo]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import sys, time
+import json, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
+from safetensors import safe_open
 
 
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
@@ -21,23 +22,24 @@ from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, rec
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .data import chexlocalize_files
 from .phantom import phantom_spec
-from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
+from .saliency import THRESHOLD_GRID, WeakMaskDataset, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
                               moco_encoder_state, pretrain_moco)
 from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
-__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'check_choice',
-           'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file',
-           'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
-           'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked',
-           'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
-           'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights',
-           'prepare_upstream', 'real_splits', 'folder_splits', 'data_splits', 'output_name', 'data_label',
-           'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix',
-           'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
-           'plot_predictions']
+__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
+           'check_choice', 'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state',
+           'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice',
+           'dice_step', 'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter',
+           'train_segmenters_stacked', 'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale',
+           'experiment_config', 'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split',
+           'given_init_weights', 'prepare_upstream', 'rendered_split_file', 'read_rendered_split', 'kept_split',
+           'KeptImages', 'keep_shared_splits', 'shared_splits', 'kept_weak', 'real_splits', 'folder_splits',
+           'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
+           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
+           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -314,14 +316,15 @@ def phantom_splits(cfg: dict) -> dict:
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
 @timed_phase('rendering')
-def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
-    "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
-    ids, images, masks, device = [], [], [], get_device(device)
+def stack_split(dataset: Dataset, batch_size: int = 64, device=None, masks: bool = True) -> dict:
+    "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and (with `masks`) masks [N,10,S,S] (uint8)."
+    ids, images, kept, device = [], [], [], get_device(device)
     for s in range(0, len(dataset), batch_size):
         b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
-        ids += list(b['id']); images.append(b['image'].float().cpu()); masks.append(b['mask'].to(torch.uint8).cpu())
+        ids += list(b['id']); images.append(b['image'].float().cpu())
+        if masks: kept.append(b['mask'].to(torch.uint8).cpu())
     if device.type == 'cuda': torch.cuda.empty_cache()      # rendering's scratch memory goes back: sweeps run several of these at once
-    return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
+    return dict(ids=ids, images=torch.cat(images), **({'masks': torch.cat(kept)} if masks else {}))
 
 def given_init_weights(cfg: dict) -> Path | None:
     "The encoder-initialisation file that is not trained here (`init_weights`, or the ImageNet cache's), read once to check it fits."
@@ -348,6 +351,73 @@ def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
         make_weak = weak_masks if cfg['weak_source'] == 'cam' else irnet_weak_masks
         weak = make_weak(cam_clf, ds['weak_pool'], specs['weak_pool'], ds['val'], specs['val'], root, device=device)
     return dict(specs=specs, datasets=ds, cam_classifier=cam_clf, init_weights=init_weights, weak=weak)
+
+# %% ../nbs/04_semi.ipynb #f2a9caef
+SHARED_SPLITS = ('expert', 'val', 'test')    # the same in every run of the sweep, the encoder study and the distillation
+
+def rendered_split_file(spec: dict, root: str | Path, masks: bool = True) -> Path | None:
+    "Where the rendered phantom split `spec` is kept under `root` (without `masks`: its images alone); None for real films, read each time."
+    if spec.get('kind') != 'phantom': return None
+    return run_dir(root, 'rendered', spec)/('split.safetensors' if masks else 'images.safetensors')
+
+def _kept_ids(path: Path) -> list[str]:
+    "The image ids of the kept split `path` (its header alone is read); a file that is not one is refused by name."
+    try:
+        with safe_open(str(path), framework='pt') as f: header = f.metadata() or {}
+    except Exception as e: raise CheckpointError(f"{path} is not a safetensors file ({e})") from None
+    if header.get('arch') != 'rendered split': raise CheckpointError(f"{path} is not a rendered split kept by chexseg")
+    return json.loads(header['meta'])['ids']
+
+@timed_phase('reading rendered splits')
+def read_rendered_split(path: Path) -> dict:
+    "A split kept by `kept_split`, as `stack_split` gives it: ids, images and (if kept) masks, on the CPU."
+    ids = _kept_ids(path)
+    tensors, _ = load_weights(path, arch='rendered split')
+    return dict(ids=ids, **tensors)
+
+def kept_split(dataset: Dataset, spec: dict, root: str | Path, device=None, masks: bool = True, read: bool = True) -> dict | None:
+    """`stack_split(dataset)` (without `masks`: ids and images) of the split `spec`. A phantom split is rendered once, kept
+    under `root/rendered/` and read from then on; real films are read each time. With `read=False`: only make sure a
+    phantom split is kept, and return None."""
+    path = rendered_split_file(spec, root, masks)
+    if path is not None and path.exists(): return read_rendered_split(path) if read else None
+    if path is None and not read: return None
+    split = stack_split(dataset, device=device, masks=masks)
+    if path is not None and is_main_process():
+        save_weights({k: v for k, v in split.items() if k != 'ids'}, path, 'rendered split', ids=split['ids'])
+    return split
+
+class KeptImages(Dataset):
+    "Ids and images of a split kept without masks, read from its file a batch at a time (a weak pool need not fit in memory)."
+    def __init__(self, path: str | Path): self.path = Path(path); self.ids = _kept_ids(self.path)
+    def __len__(self): return len(self.ids)
+    def __getitem__(self, i: int) -> dict:
+        b = self.get_batch([i], 'cpu')
+        return {'id': b['id'][0], 'image': b['image'][0]}
+    def get_batch(self, indices, device) -> dict:
+        "Items `indices`: the rows from the smallest to the largest index read from the file, then picked."
+        idx = torch.as_tensor(indices).cpu().long()
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        with safe_open(str(self.path), framework='pt') as f: rows = f.get_slice('images')[lo:hi]
+        return {'id': [self.ids[i] for i in idx.tolist()], 'image': rows[idx - lo].to(device)}
+
+def keep_shared_splits(up: dict, cfg: dict, root: str | Path, device=None):
+    """Render and keep, once, what the runs of a driver share: the expert, validation and test splits of `up` (a
+    `prepare_upstream` of `cfg`) and, when `cfg` uses weak masks, the weak pool's images. Phantom splits only."""
+    for k in SHARED_SPLITS: kept_split(up['datasets'][k], up['specs'][k], root, device, read=False)
+    if cfg['p'] < 1: kept_split(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device, masks=False, read=False)
+
+def shared_splits(up: dict, root: str | Path, device=None) -> dict:
+    "The expert, validation and test splits of `up` as `stack_split` gives them: a phantom split rendered once under `root`, then read."
+    return {k: kept_split(up['datasets'][k], up['specs'][k], root, device) for k in SHARED_SPLITS}
+
+def kept_weak(up: dict, root: str | Path, device=None) -> WeakMaskDataset | None:
+    "`up['weak']` with its pool's images read from the kept file (`kept_split`) instead of rendered again; as it is for real films."
+    weak, spec = up['weak'], up['specs']['weak_pool']
+    path = None if weak is None else rendered_split_file(spec, root, masks=False)
+    if path is None: return weak
+    kept_split(up['datasets']['weak_pool'], spec, root, device, masks=False, read=False)
+    return WeakMaskDataset(KeptImages(path), weak.maps, weak.rule)
 
 # %% ../nbs/04_semi.ipynb #a7cc827d
 def real_splits(cfg: dict) -> dict:
@@ -454,8 +524,8 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
     "Run all trials of the CheXseg experiment `cfg`; write and return the results table."
     t0, tally = time.perf_counter(), phase_tally(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
-    up['expert_set'] = in_memory(up['datasets']['expert'], device)
-    val, test = stack_split(up['datasets']['val'], device=device), stack_split(up['datasets']['test'], device=device)
+    splits = shared_splits(up, root, device)
+    up['expert_set'], up['weak'], val, test = MaskSet(**splits['expert']).to(device), kept_weak(up, root, device), splits['val'], splits['test']
     results = [evaluate_trial(cfg, t, m, l, val, test, device) for t, (m, l) in enumerate(train_trials(cfg, up, root, device))]
     table = pd.concat([summary_rows(r, cfg) for r in results], ignore_index=True)
     if out_dir is not None:

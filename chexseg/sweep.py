@@ -16,7 +16,7 @@ from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, ph
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
 from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
-                          output_name, prepare_upstream, size_settings, with_settings)
+                          keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
@@ -263,7 +263,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     executed = root/'sweep'/output_name(cfg)/'notebooks'
     if collect: outcomes = [out/'results.csv' if finished(out, params) else f"{out.name}: not run with these settings" for params, out in jobs]
     else:
-        for c in pending_upstream(runs, jobs, cfg): prepare_upstream(c, root, device)
+        for c in pending_upstream(runs, jobs, cfg): keep_shared_splits(prepare_upstream(c, root, device), c, root, device)
         outcomes = run_semi_jobs(jobs, executed, workers)
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
