@@ -186,7 +186,8 @@ def distill_trial_dir(tcfg: dict, trial: int, sizes: dict, root: str | Path, ste
     """Where the result rows of one teacher and its students go: a readable name (e.g. `moco_trial1`) and the hash of
     everything that decides them (`results_key`), so that a later run, here or on another machine with these files
     copied in, reads them instead of training that teacher and its students again."""
-    settings = dict(tcfg, trial=trial, sizes={str(f): n for f, n in sizes.items()}, student_steps=steps, student_lr=lr, tau=tau)
+    settings = dict(tcfg, trial=trial, sizes={str(f): n for f, n in sizes.items()}, student_steps=steps, student_lr=lr, tau=tau,
+                    gain='over shared pathologies')     # student - teacher over the pathologies both score (`paired_bootstrap`)
     return Path(root)/'distill'/output_name(tcfg)/f"{tcfg['encoder_init']}_trial{trial}-{results_key(settings)}"
 
 def distill_init(ctx: dict, cfg: dict, init: str, root: str | Path, device, trials: int, steps: int, lr: float, tau: float) -> tuple:

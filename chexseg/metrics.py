@@ -176,13 +176,15 @@ def bootstrap_miou(table, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.
 
 # %% ../nbs/01b_metrics.ipynb #0a5cde40
 def paired_bootstrap(table_a, table_b, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    "mIoU of `table_a` minus `table_b` per column and `'mean'`, with a paired bootstrap CI (same resampled images)."
+    "mIoU of `table_a` minus `table_b` per column and `'mean'` (over the columns both score), with a paired bootstrap CI (same resampled images)."
     a, b = _as_frame(table_a), _as_frame(table_b)
     if set(a.index) != set(b.index) or list(a.columns) != list(b.columns):
         only_a, only_b = sorted(set(a.index) - set(b.index))[:3], sorted(set(b.index) - set(a.index))[:3]
         raise ValueError(f"A paired bootstrap needs two tables over the same images and columns; "
                          f"e.g. only in a: {only_a}, only in b: {only_b}")
     b = b.loc[a.index]
+    one_only = ~(a.notna().any() & b.notna().any())                              # pathologies only one of them scores
+    a, b = a.mask(one_only, np.nan, axis=1), b.mask(one_only, np.nan, axis=1)
     diff = bootstrap_replicates(a, n, seed) - bootstrap_replicates(b, n, seed)  # same seed: same resamples
     return ci_frame(miou(a) - miou(b), diff, ci)
 
