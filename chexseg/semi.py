@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import json, sys, time
+import sys, time
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,10 @@ import pandas as pd
 import torch
 import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
-from safetensors import safe_open
 
 
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
-                          load_weights, save_weights, device_name, seed_everything, run_dir, write_json, atomic_write_path,
+                          load_weights, save_weights, device_name, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
 from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
@@ -36,10 +35,10 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'train_segmenters_stacked', 'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale',
            'experiment_config', 'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split',
            'given_init_weights', 'prepare_upstream', 'rendered_split_file', 'read_rendered_split', 'kept_split',
-           'KeptImages', 'keep_shared_splits', 'shared_splits', 'kept_weak', 'real_splits', 'folder_splits',
-           'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
-           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
-           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'keep_pool_images', 'KeptImages', 'keep_shared_splits', 'shared_splits', 'kept_weak', 'real_splits',
+           'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings',
+           'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial',
+           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -316,15 +315,14 @@ def phantom_splits(cfg: dict) -> dict:
 
 # %% ../nbs/04_semi.ipynb #3f5b6e29
 @timed_phase('rendering')
-def stack_split(dataset: Dataset, batch_size: int = 64, device=None, masks: bool = True) -> dict:
-    "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and (with `masks`) masks [N,10,S,S] (uint8)."
-    ids, images, kept, device = [], [], [], get_device(device)
+def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
+    "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
+    ids, images, masks, device = [], [], [], get_device(device)
     for s in range(0, len(dataset), batch_size):
         b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
-        ids += list(b['id']); images.append(b['image'].float().cpu())
-        if masks: kept.append(b['mask'].to(torch.uint8).cpu())
+        ids += list(b['id']); images.append(b['image'].float().cpu()); masks.append(b['mask'].to(torch.uint8).cpu())
     if device.type == 'cuda': torch.cuda.empty_cache()      # rendering's scratch memory goes back: sweeps run several of these at once
-    return dict(ids=ids, images=torch.cat(images), **({'masks': torch.cat(kept)} if masks else {}))
+    return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
 
 def given_init_weights(cfg: dict) -> Path | None:
     "The encoder-initialisation file that is not trained here (`init_weights`, or the ImageNet cache's), read once to check it fits."
@@ -355,69 +353,73 @@ def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
 # %% ../nbs/04_semi.ipynb #f2a9caef
 SHARED_SPLITS = ('expert', 'val', 'test')    # the same in every run of the sweep, the encoder study and the distillation
 
-def rendered_split_file(spec: dict, root: str | Path, masks: bool = True) -> Path | None:
-    "Where the rendered phantom split `spec` is kept under `root` (without `masks`: its images alone); None for real films, read each time."
-    if spec.get('kind') != 'phantom': return None
-    return run_dir(root, 'rendered', spec)/('split.safetensors' if masks else 'images.safetensors')
-
-def _kept_ids(path: Path) -> list[str]:
-    "The image ids of the kept split `path` (its header alone is read); a file that is not one is refused by name."
-    try:
-        with safe_open(str(path), framework='pt') as f: header = f.metadata() or {}
-    except Exception as e: raise CheckpointError(f"{path} is not a safetensors file ({e})") from None
-    if header.get('arch') != 'rendered split': raise CheckpointError(f"{path} is not a rendered split kept by chexseg")
-    return json.loads(header['meta'])['ids']
+def rendered_split_file(spec: dict, root: str | Path) -> Path | None:
+    "Where the rendered phantom split `spec` is kept under `root`; None for real films, which are read each time."
+    return run_dir(root, 'rendered', spec)/'split.safetensors' if spec.get('kind') == 'phantom' else None
 
 @timed_phase('reading rendered splits')
 def read_rendered_split(path: Path) -> dict:
-    "A split kept by `kept_split`, as `stack_split` gives it: ids, images and (if kept) masks, on the CPU."
-    ids = _kept_ids(path)
-    tensors, _ = load_weights(path, arch='rendered split')
-    return dict(ids=ids, **tensors)
+    "A split kept by `kept_split`, as `stack_split` gives it: ids, images and masks on the CPU."
+    tensors, meta = load_weights(path, arch='rendered split')
+    return dict(ids=meta['ids'], **tensors)
 
-def kept_split(dataset: Dataset, spec: dict, root: str | Path, device=None, masks: bool = True, read: bool = True) -> dict | None:
-    """`stack_split(dataset)` (without `masks`: ids and images) of the split `spec`. A phantom split is rendered once, kept
-    under `root/rendered/` and read from then on; real films are read each time. With `read=False`: only make sure a
-    phantom split is kept, and return None."""
-    path = rendered_split_file(spec, root, masks)
+def kept_split(dataset: Dataset, spec: dict, root: str | Path, device=None, read: bool = True) -> dict | None:
+    """`stack_split(dataset)` of the split `spec`. A phantom split is rendered once, kept under `root/rendered/` and read
+    from then on; real films are read each time. With `read=False`: only make sure a phantom split is kept, return None."""
+    path = rendered_split_file(spec, root)
     if path is not None and path.exists(): return read_rendered_split(path) if read else None
     if path is None and not read: return None
-    split = stack_split(dataset, device=device, masks=masks)
+    split = stack_split(dataset, device=device)
     if path is not None and is_main_process():
-        save_weights({k: v for k, v in split.items() if k != 'ids'}, path, 'rendered split', ids=split['ids'])
+        save_weights({'images': split['images'], 'masks': split['masks']}, path, 'rendered split', ids=split['ids'])
     return split
 
+def keep_pool_images(dataset: Dataset, spec: dict, root: str | Path, device=None, chunk: int = 256) -> Path | None:
+    """The file of the phantom pool `spec`'s images, rendered (if not kept yet) `chunk` films at a time straight into a
+    memory-mapped `.npy` beside its ids: a pool of any size never has to fit in memory. None for real films."""
+    if spec.get('kind') != 'phantom': return None
+    d = run_dir(root, 'rendered', spec)
+    if (d/'images.npy').exists() or not is_main_process(): return d/'images.npy'
+    ids, device = [], get_device(device)
+    with atomic_write_path(d/'images.npy') as tmp:
+        out = None
+        for s in range(0, len(dataset), chunk):
+            b = get_batch(dataset, torch.arange(s, min(s + chunk, len(dataset))), device)
+            if out is None: out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(len(dataset), *b['image'].shape[1:]))
+            out[s:s + len(b['id'])] = b['image'].float().cpu().numpy(); ids += list(b['id'])
+        out.flush(); del out
+        write_json(ids, d/'image_ids.json')                   # before the images appear: their presence says the pool is complete
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    return d/'images.npy'
+
 class KeptImages(Dataset):
-    "Ids and images of a split kept without masks, read from its file a batch at a time (a weak pool need not fit in memory)."
-    def __init__(self, path: str | Path): self.path = Path(path); self.ids = _kept_ids(self.path)
+    "Ids and images of a pool kept by `keep_pool_images`, read from the memory-mapped file a batch at a time."
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.images, self.ids = np.load(self.path, mmap_mode='r', allow_pickle=False), read_json(self.path.parent/'image_ids.json')
+        if len(self.ids) != len(self.images): raise ValueError(f"{self.path} holds {len(self.images)} images but {len(self.ids)} ids")
     def __len__(self): return len(self.ids)
-    def __getitem__(self, i: int) -> dict:
-        b = self.get_batch([i], 'cpu')
-        return {'id': b['id'][0], 'image': b['image'][0]}
+    def __getitem__(self, i: int) -> dict: return {'id': self.ids[i], 'image': torch.from_numpy(np.array(self.images[i]))}
     def get_batch(self, indices, device) -> dict:
-        "Items `indices`: the rows from the smallest to the largest index read from the file, then picked."
-        idx = torch.as_tensor(indices).cpu().long()
-        lo, hi = int(idx.min()), int(idx.max()) + 1
-        with safe_open(str(self.path), framework='pt') as f: rows = f.get_slice('images')[lo:hi]
-        return {'id': [self.ids[i] for i in idx.tolist()], 'image': rows[idx - lo].to(device)}
+        "Items `indices` (ids and images), read from the file and moved to `device`."
+        idx = torch.as_tensor(indices).cpu().long().numpy()
+        return {'id': [self.ids[i] for i in idx.tolist()], 'image': torch.from_numpy(self.images[idx]).to(device)}
 
 def keep_shared_splits(up: dict, cfg: dict, root: str | Path, device=None):
     """Render and keep, once, what the runs of a driver share: the expert, validation and test splits of `up` (a
     `prepare_upstream` of `cfg`) and, when `cfg` uses weak masks, the weak pool's images. Phantom splits only."""
     for k in SHARED_SPLITS: kept_split(up['datasets'][k], up['specs'][k], root, device, read=False)
-    if cfg['p'] < 1: kept_split(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device, masks=False, read=False)
+    if cfg['p'] < 1: keep_pool_images(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device)
 
 def shared_splits(up: dict, root: str | Path, device=None) -> dict:
     "The expert, validation and test splits of `up` as `stack_split` gives them: a phantom split rendered once under `root`, then read."
     return {k: kept_split(up['datasets'][k], up['specs'][k], root, device) for k in SHARED_SPLITS}
 
 def kept_weak(up: dict, root: str | Path, device=None) -> WeakMaskDataset | None:
-    "`up['weak']` with its pool's images read from the kept file (`kept_split`) instead of rendered again; as it is for real films."
-    weak, spec = up['weak'], up['specs']['weak_pool']
-    path = None if weak is None else rendered_split_file(spec, root, masks=False)
-    if path is None: return weak
-    kept_split(up['datasets']['weak_pool'], spec, root, device, masks=False, read=False)
-    return WeakMaskDataset(KeptImages(path), weak.maps, weak.rule)
+    "`up['weak']` with its pool's images read from the kept file (`keep_pool_images`) instead of rendered again; as it is for real films."
+    weak = up['weak']
+    path = None if weak is None else keep_pool_images(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device)
+    return weak if path is None else WeakMaskDataset(KeptImages(path), weak.maps, weak.rule)
 
 # %% ../nbs/04_semi.ipynb #a7cc827d
 def real_splits(cfg: dict) -> dict:
