@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_lease.sh wheels     # here, with PyPI: the wheels such a machine lacks into .whl/ (git-ignored)
 #   bash benchmarks/gpu_lease.sh run        # there, with .whl/ carried and $OUT set: install them, run the whole paper
 #                                           # at the gpu scale, then every benchmark; results packed into $OUT
+#   bash benchmarks/gpu_lease.sh bench      # there, likewise: every benchmark alone (a second call on the warm machine
+#                                           # after a `run` with BENCH=0 BENCH_S=0 that gave the paper the whole call)
 #
 # Knobs for `run` (environment): SCALE (gpu), WORKERS (8), LEASE_S (570: the whole call ends by then, inside the
 # device's 600 s per command), BENCH_S (180: kept for the benchmarks), PAPER_CAP_S (what is left of LEASE_S after
@@ -46,7 +48,7 @@ wheels)
   [ -z "$(git status --porcelain --untracked-files=no -- ':(top,exclude)figures')" ] || sed -i 's/$/+dirty/' .whl/COMMIT
   echo "$(ls .whl/*.whl | wc -l) wheels, $(du -sh .whl | cut -f1), for commit $(cat .whl/COMMIT): carry [\".whl\"]"
   ;;
-run)
+run|bench)
   : "${OUT:?set OUT to the folder the results are packed into}"
   SCALE=${SCALE:-gpu} WORKERS=${WORKERS:-8} LEASE_S=${LEASE_S:-570} BENCH_S=${BENCH_S:-180} BENCH=${BENCH:-1}
   start=$SECONDS
@@ -57,6 +59,13 @@ run)
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   [ -f .whl/COMMIT ] && export CHEXSEG_COMMIT="$(cat .whl/COMMIT)"
   work=${WORK:-$PWD/.devrun/work}
+  run_benchmarks() {            # every benchmark, stopped at LEASE_S (the table keeps the finished ones), into $OUT
+    left=$((LEASE_S - (SECONDS - start) - 10))
+    timeout --signal=INT --kill-after=10 "$left" python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 \
+      || echo "benchmarks stopped after $left s: exit $?" >> "$OUT/bench.log"
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+  }
+  if [ "$1" = bench ]; then run_benchmarks; grep -a -e '^\[' "$OUT/bench.log"; exit 0; fi
   mkdir -p "$work"
   : > "$OUT/paper.log"
   [ -d "$work/runs" ] && echo "carrying on in $work: $(find "$work/runs" -name results.csv | wc -l) finished runs there" >> "$OUT/paper.log"
@@ -86,14 +95,9 @@ run)
   # every finished run's results, per-image IoU and run.json (its phases), without weights: RESUME for the next lease
   (cd "$work" && find runs \( -name results.csv -o -name per_image_iou.csv -o -name run.json \) -print0 \
      | tar czf "$OUT/runs_done.tgz" --null -T -)
-  if [ "$BENCH" = 1 ]; then
-    left=$((LEASE_S - (SECONDS - start) - 10))
-    timeout --signal=INT --kill-after=10 "$left" python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 \
-      || echo "benchmarks stopped after $left s: exit $?" >> "$OUT/bench.log"
-    cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
-  fi
+  if [ "$BENCH" = 1 ]; then run_benchmarks; fi
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,16p' "$0"; exit 2 ;;
+  sed -n '2,18p' "$0"; exit 2 ;;
 esac
