@@ -64,6 +64,7 @@ run|bench)
     timeout --signal=INT --kill-after=10 "$left" python3 benchmarks/run_all.py --log "$work/bench" > "$OUT/bench.log" 2>&1 \
       || echo "benchmarks stopped after $left s: exit $?" >> "$OUT/bench.log"
     cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+    tar czf "$OUT/bench_logs.tgz" -C "$work/bench" . 2>/dev/null || true     # each benchmark's own output (its img/s): 8th file
   }
   if [ "$1" = bench ]; then run_benchmarks; grep -a -e '^\[' "$OUT/bench.log"; exit 0; fi
   mkdir -p "$work"
