@@ -380,6 +380,7 @@ def keep_pool_images(dataset: Dataset, spec: dict, root: str | Path, device=None
     if spec.get('kind') != 'phantom': return None
     d = run_dir(root, 'rendered', spec)
     if (d/'images.npy').exists() or not is_main_process(): return d/'images.npy'
+    if len(dataset) == 0: raise ValueError(f"the pool {spec} holds no films")
     ids, device = [], get_device(device)
     with atomic_write_path(d/'images.npy') as tmp:
         out = None
