@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, atomic_write_path, device_name, get_device, in_test, load_state, load_weights,
+from .core import (PATHOLOGIES, atomic_write_path, get_device, in_test, load_state,
                           phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm

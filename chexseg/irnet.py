@@ -16,7 +16,7 @@ import torchvision
 from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, in_test, load_state, load_weights,
-                          run_dir, save_state, save_weights, seed_everything, to_device, write_json, read_json)
+                          run_dir, save_state, save_weights, seed_everything, to_device, write_json)
 
 # %% auto #0
 __all__ = ['WALK_SETTINGS', 'IGNORE', 'IRNET_ARCH', 'search_directions', 'segment_offsets', 'shifted', 'pair_paths',

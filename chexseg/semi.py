@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Subset
 
 
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
-                          load_weights, save_weights, device_name, seed_everything, run_dir, read_json, write_json, atomic_write_path,
+                          load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
 from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec

@@ -14,7 +14,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
-from .core import autocast, get_device, in_test, load_state, save_state, save_weights, to_device
+from .core import autocast, get_device, in_test, load_state, save_state, to_device
 
 # %% auto #0
 __all__ = ['step_indices', 'indices_on', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process',
