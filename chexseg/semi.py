@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import sys, time
+import contextlib, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, rec
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .data import chexlocalize_files
 from .phantom import phantom_spec
-from .saliency import THRESHOLD_GRID, WeakMaskDataset, tune_thresholds, file_key, weak_masks
+from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
                               moco_encoder_state, pretrain_moco)
@@ -29,16 +29,16 @@ from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
-           'check_choice', 'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state', 'load_encoder_state',
-           'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset', 'segmenter_arch', 'batch_dice',
-           'dice_step', 'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter',
-           'train_segmenters_stacked', 'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale',
-           'experiment_config', 'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split',
-           'given_init_weights', 'prepare_upstream', 'rendered_split_file', 'read_rendered_split', 'kept_split',
-           'keep_pool_images', 'KeptImages', 'keep_shared_splits', 'shared_splits', 'kept_weak', 'real_splits',
-           'folder_splits', 'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings',
-           'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial',
-           'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'POOL_KEYS', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state',
+           'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset',
+           'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter', 'new_segmenter', 'load_trained',
+           'load_segmenter', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs', 'tune_output_thresholds',
+           'resolve_scale', 'experiment_config', 'size_settings', 'with_settings', 'split_ranges', 'phantom_splits',
+           'stack_split', 'given_init_weights', 'prepare_upstream', 'rendered_split_file', 'read_rendered_split',
+           'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits', 'shared_splits', 'real_splits', 'folder_splits',
+           'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
+           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
+           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -337,6 +337,8 @@ def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
     init_weights = given_init_weights(cfg)
     specs = phantom_splits(cfg) if cfg['data_root'] is None else data_splits(cfg)
     ds = {k: dataset_from_spec(v) for k, v in specs.items()}
+    for k in ('classifier', 'weak_pool'):                   # phantom pools are rendered once, then read (`KeptPool`)
+        if specs[k].get('kind') == 'phantom': ds[k] = KeptPool(ds[k], specs[k], root, device)
     epochs = cfg['classifier_epochs']
     cam_clf = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['classifier_arch'], epochs=epochs, device=device)
     if cfg['encoder_init'] == 'chexpert':
@@ -374,53 +376,64 @@ def kept_split(dataset: Dataset, spec: dict, root: str | Path, device=None, read
         save_weights({'images': split['images'], 'masks': split['masks']}, path, 'rendered split', ids=split['ids'])
     return split
 
-def keep_pool_images(dataset: Dataset, spec: dict, root: str | Path, device=None, chunk: int = 256) -> Path | None:
-    """The file of the phantom pool `spec`'s images, rendered (if not kept yet) `chunk` films at a time straight into a
-    memory-mapped `.npy` beside its ids: a pool of any size never has to fit in memory. None for real films."""
+POOL_KEYS = ('image', 'labels', 'label_weights')   # what the classifiers, MoCo, Grad-CAM and IRNet read of a pool
+
+def keep_pool(dataset: Dataset, spec: dict, root: str | Path, device=None) -> Path | None:
+    """The folder where the phantom pool `spec` is kept: its ids and `POOL_KEYS`, one memory-mapped `.npy` each, rendered
+    into them a chunk at a time if not kept yet (a pool of any size never has to fit in memory); None for real films."""
     if spec.get('kind') != 'phantom': return None
     d = run_dir(root, 'rendered', spec)
-    if (d/'images.npy').exists() or not is_main_process(): return d/'images.npy'
+    if (d/'image.npy').exists() or not is_main_process(): return d
     if len(dataset) == 0: raise ValueError(f"the pool {spec} holds no films")
-    ids, device = [], get_device(device)
-    with atomic_write_path(d/'images.npy') as tmp:
-        out = None
+    device = get_device(device)
+    chunk = 256 if device.type == 'cuda' else 64        # a GPU renders 256 films in little more time than 16 (it waits on launches)
+    ids, arrays = [], {}
+    with contextlib.ExitStack() as files:                # image.npy is entered first, so published last: it says the pool is complete
+        tmp = {k: files.enter_context(atomic_write_path(d/f'{k}.npy')) for k in POOL_KEYS}
         for s in range(0, len(dataset), chunk):
             b = get_batch(dataset, torch.arange(s, min(s + chunk, len(dataset))), device)
-            if out is None: out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(len(dataset), *b['image'].shape[1:]))
-            out[s:s + len(b['id'])] = b['image'].float().cpu().numpy(); ids += list(b['id'])
-        out.flush(); del out
-        write_json(ids, d/'image_ids.json')                   # before the images appear: their presence says the pool is complete
+            for k in POOL_KEYS:
+                v = b[k].float().cpu().numpy()
+                if k not in arrays: arrays[k] = np.lib.format.open_memmap(tmp[k], mode='w+', dtype=np.float32, shape=(len(dataset), *v.shape[1:]))
+                arrays[k][s:s + len(v)] = v
+            ids += list(b['id'])
+        for a in arrays.values(): a.flush()
+        arrays.clear()
+        write_json(ids, d/'ids.json')
     if device.type == 'cuda': torch.cuda.empty_cache()
-    return d/'images.npy'
+    return d
 
-class KeptImages(Dataset):
-    "Ids and images of a pool kept by `keep_pool_images`, read from the memory-mapped file a batch at a time."
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.images, self.ids = np.load(self.path, mmap_mode='r', allow_pickle=False), read_json(self.path.parent/'image_ids.json')
-        if len(self.ids) != len(self.images): raise ValueError(f"{self.path} holds {len(self.images)} images but {len(self.ids)} ids")
-    def __len__(self): return len(self.ids)
-    def __getitem__(self, i: int) -> dict: return {'id': self.ids[i], 'image': torch.from_numpy(np.array(self.images[i]))}
+class KeptPool(Dataset):
+    """The phantom pool `spec` (whose films `dataset` renders), read from the files `keep_pool` keeps, which it fills the
+    first time a batch is asked for: the classifiers, MoCo, Grad-CAM and IRNet then each read the pool instead of
+    rendering it again, and the runs of a driver read their weak images from it."""
+    def __init__(self, dataset: Dataset, spec: dict, root: str | Path, device=None):
+        self.dataset, self.spec, self.root, self.device, self.arrays = dataset, spec, Path(root), device, None
+    def __len__(self): return len(self.dataset)
+    def keep(self) -> 'KeptPool':
+        "Render and keep the pool if that has not been done yet, and open its files."
+        if self.arrays is None:
+            d = keep_pool(self.dataset, self.spec, self.root, self.device)
+            self.ids = read_json(d/'ids.json')
+            self.arrays = {k: np.load(d/f'{k}.npy', mmap_mode='r', allow_pickle=False) for k in POOL_KEYS}
+            if any(len(a) != len(self.ids) for a in self.arrays.values()): raise ValueError(f"{d} holds files of different lengths")
+        return self
     def get_batch(self, indices, device) -> dict:
-        "Items `indices` (ids and images), read from the file and moved to `device`."
-        idx = torch.as_tensor(indices).cpu().long().numpy()
-        return {'id': [self.ids[i] for i in idx.tolist()], 'image': torch.from_numpy(self.images[idx]).to(device)}
+        "Items `indices` (ids and `POOL_KEYS`), read from the kept files and moved to `device`."
+        arrays, idx = self.keep().arrays, torch.as_tensor(indices).cpu().long().numpy()
+        return {'id': [self.ids[i] for i in idx.tolist()], **{k: torch.from_numpy(a[idx]).to(device) for k, a in arrays.items()}}
+    def __getitem__(self, i: int) -> dict: return {k: v[0] for k, v in self.get_batch([i], 'cpu').items()}
 
 def keep_shared_splits(up: dict, cfg: dict, root: str | Path, device=None):
     """Render and keep, once, what the runs of a driver share: the expert, validation and test splits of `up` (a
     `prepare_upstream` of `cfg`) and, when `cfg` uses weak masks, the weak pool's images. Phantom splits only."""
     for k in SHARED_SPLITS: kept_split(up['datasets'][k], up['specs'][k], root, device, read=False)
-    if cfg['p'] < 1: keep_pool_images(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device)
+    if cfg['p'] < 1 and isinstance(up['datasets']['weak_pool'], KeptPool): up['datasets']['weak_pool'].keep()
 
 def shared_splits(up: dict, root: str | Path, device=None) -> dict:
     "The expert, validation and test splits of `up` as `stack_split` gives them: a phantom split rendered once under `root`, then read."
     return {k: kept_split(up['datasets'][k], up['specs'][k], root, device) for k in SHARED_SPLITS}
 
-def kept_weak(up: dict, root: str | Path, device=None) -> WeakMaskDataset | None:
-    "`up['weak']` with its pool's images read from the kept file (`keep_pool_images`) instead of rendered again; as it is for real films."
-    weak = up['weak']
-    path = None if weak is None else keep_pool_images(up['datasets']['weak_pool'], up['specs']['weak_pool'], root, device)
-    return weak if path is None else WeakMaskDataset(KeptImages(path), weak.maps, weak.rule)
 
 # %% ../nbs/04_semi.ipynb #a7cc827d
 def real_splits(cfg: dict) -> dict:
@@ -528,7 +541,7 @@ def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | N
     t0, tally = time.perf_counter(), phase_tally(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
     splits = shared_splits(up, root, device)
-    up['expert_set'], up['weak'], val, test = MaskSet(**splits['expert']).to(device), kept_weak(up, root, device), splits['val'], splits['test']
+    up['expert_set'], val, test = MaskSet(**splits['expert']).to(device), splits['val'], splits['test']
     results = [evaluate_trial(cfg, t, m, l, val, test, device) for t, (m, l) in enumerate(train_trials(cfg, up, root, device))]
     table = pd.concat([summary_rows(r, cfg) for r in results], ignore_index=True)
     if out_dir is not None:
