@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
 
@@ -383,9 +384,13 @@ def keep_pool(dataset: Dataset, spec: dict, root: str | Path, device=None) -> Pa
     into them a chunk at a time if not kept yet (a pool of any size never has to fit in memory); None for real films."""
     if spec.get('kind') != 'phantom': return None
     d = run_dir(root, 'rendered', spec)
-    if (d/'image.npy').exists() or not is_main_process(): return d
+    if is_main_process() and not (d/'image.npy').exists(): _render_pool(dataset, spec, d, get_device(device))
+    if dist.is_initialized(): dist.barrier()           # under torchrun every rank reads what the main one wrote
+    return d
+
+def _render_pool(dataset: Dataset, spec: dict, d: Path, device: torch.device):
+    "Render the pool `dataset` (of `spec`) into the `.npy` files of `POOL_KEYS` and `ids.json` in `d`."
     if len(dataset) == 0: raise ValueError(f"the pool {spec} holds no films")
-    device = get_device(device)
     chunk = 256 if device.type == 'cuda' else 64        # a GPU renders 256 films in little more time than 16 (it waits on launches)
     ids, arrays = [], {}
     with contextlib.ExitStack() as files:                # image.npy is entered first, so published last: it says the pool is complete
@@ -401,7 +406,6 @@ def keep_pool(dataset: Dataset, spec: dict, root: str | Path, device=None) -> Pa
         arrays.clear()
         write_json(ids, d/'ids.json')
     if device.type == 'cuda': torch.cuda.empty_cache()
-    return d
 
 class KeptPool(Dataset):
     """The phantom pool `spec` (whose films `dataset` renders), read from the files `keep_pool` keeps, which it fills the
