@@ -391,7 +391,7 @@ def keep_pool(dataset: Dataset, spec: dict, root: str | Path, device=None) -> Pa
 def _render_pool(dataset: Dataset, spec: dict, d: Path, device: torch.device):
     "Render the pool `dataset` (of `spec`) into the `.npy` files of `POOL_KEYS` and `ids.json` in `d`."
     if len(dataset) == 0: raise ValueError(f"the pool {spec} holds no films")
-    chunk = 256 if device.type == 'cuda' else 64        # a GPU renders 256 films in little more time than 16 (it waits on launches)
+    chunk = 256 if device.type == 'cuda' else 64        # large chunks on a GPU (the phantom's small kernels cost per batch); less memory on the CPU
     ids, arrays = [], {}
     with contextlib.ExitStack() as files:                # image.npy is entered first, so published last: it says the pool is complete
         tmp = {k: files.enter_context(atomic_write_path(d/f'{k}.npy')) for k in POOL_KEYS}
@@ -430,7 +430,7 @@ class KeptPool(Dataset):
 
 def keep_shared_splits(up: dict, cfg: dict, root: str | Path, device=None):
     """Render and keep, once, what the runs of a driver share: the expert, validation and test splits of `up` (a
-    `prepare_upstream` of `cfg`) and, when `cfg` uses weak masks, the weak pool's images. Phantom splits only."""
+    `prepare_upstream` of `cfg`) and, when `cfg` uses weak masks, the weak pool. Phantom splits only."""
     for k in SHARED_SPLITS: kept_split(up['datasets'][k], up['specs'][k], root, device, read=False)
     if cfg['p'] < 1 and isinstance(up['datasets']['weak_pool'], KeptPool): up['datasets']['weak_pool'].keep()
 
