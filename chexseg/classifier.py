@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
-                          autocast, to_device, in_test, save_weights, load_weights, run_dir, write_json)
-from .train import fit, get_batch, is_main_process, on_device_if_cuda
+                          autocast, to_device, save_weights, load_weights, run_dir, write_json)
+from .train import dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
 # %% auto #0
@@ -228,8 +228,7 @@ def predict(model: Classifier, dataset: Dataset, batch_size: int = 32, device=No
     "Probabilities [N, C] of `model` on `dataset`, with the items' ids, labels and label weights for its classes."
     device = get_device(device); model = to_device(model, device).eval()
     cols = label_columns(model.class_names); out = {'ids': [], 'probs': [], 'labels': [], 'weights': []}
-    for start in tqdm(range(0, len(dataset), batch_size), desc='predict', disable=in_test()):
-        batch = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+    for batch in dataset_batches(dataset, batch_size, device, desc='predict'):
         with autocast(device): logits = model(batch['image'])
         out['ids'] += list(batch['id']); out['probs'].append(torch.sigmoid(logits.float()).cpu())
         out['labels'].append(batch['labels'][:, cols].cpu()); out['weights'].append(batch['label_weights'][:, cols].cpu())

@@ -13,9 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, in_test, load_state, load_weights,
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, load_state, load_weights,
                           run_dir, save_state, save_weights, seed_everything, to_device, write_json)
 
 # %% auto #0
@@ -304,7 +303,7 @@ def irnet_losses(boundary_logits: torch.Tensor, displacement: torch.Tensor, labe
 from .classifier import label_columns
 from .saliency import Maps, WeakMaskDataset, WeakMaskRule, THRESHOLD_GRID, expert_masks, file_key, \
     saliency_maps, tune_rule, upsample_maps
-from .train import fit, get_batch, is_main_process, on_device_if_cuda
+from .train import dataset_batches, fit, get_batch, is_main_process, on_device_if_cuda
 
 class CamDataset(torch.utils.data.Dataset):
     "Images [N,1,S,S] in [0,1], CAMs [N,C,h,w] in [0,1] and positive flags [N,C] as IRNet items."
@@ -406,8 +405,7 @@ def refine_cams(model: IRNet, dataset: torch.utils.data.Dataset, walk: str | dic
     setting, device = walk_setting(walk), get_device(device)
     model = to_device(model, device).eval()
     out = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc='irnet refine', disable=in_test(), leave=False):
-        batch = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+    for batch in dataset_batches(dataset, batch_size, device, desc='irnet refine'):
         boundary = predict_boundary(model, batch['image'])
         cams = upsample_maps(batch['cam'], tuple(boundary.shape[-2:]))
         out.append(max_normalise(propagate(cams, boundary, **setting)).cpu())

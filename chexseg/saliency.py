@@ -20,7 +20,7 @@ from .core import (PATHOLOGIES, timed_phase, get_device, autocast, to_device, in
                           write_json, read_json)
 from .classifier import Classifier, load_classifier, pathology_rows
 from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps
-from .train import get_batch
+from .train import dataset_batches, get_batch
 
 # %% auto #0
 __all__ = ['THRESHOLD_GRID', 'CamResult', 'gap_linear_head', 'closed_form_cams', 'autograd_cams', 'gradcam', 'normalize_maps',
@@ -115,8 +115,7 @@ def dataset_maps(model: Classifier, dataset: Dataset, batch_size: int = 32, devi
     "Grad-CAM maps of every image of `dataset` (normalised, feature resolution, `dtype`) and the 10 probabilities."
     device = get_device(device); model = to_device(model, device).eval()
     ids, maps, probs, side = [], [], [], None
-    for start in tqdm(range(0, len(dataset), batch_size), desc='grad-cam', disable=in_test()):
-        batch = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+    for batch in dataset_batches(dataset, batch_size, device, desc='grad-cam'):
         cams, p = gradcam(model, batch['image'])
         ids += list(batch['id']); maps.append(normalize_maps(cams).to(dtype).cpu()); probs.append(p.float().cpu())
         side = batch['image'].shape[-1]
@@ -294,8 +293,7 @@ class WeakMaskDataset(Dataset):
 def expert_masks(dataset: Dataset, batch_size: int = 32) -> torch.Tensor:
     "The masks [N, 10, S, S] (uint8) of every item of `dataset`, which must all have expert masks."
     out = []
-    for start in range(0, len(dataset), batch_size):
-        batch = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), torch.device('cpu'))
+    for batch in dataset_batches(dataset, batch_size, torch.device('cpu')):
         if not torch.as_tensor(batch['has_mask']).all():
             raise ValueError(f"Tuning needs expert masks; items {[i for i, h in zip(batch['id'], batch['has_mask']) if not h][:3]} have none")
         out.append(batch['mask'].to(torch.uint8))

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
-from .train import fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
+from .train import dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .data import chexlocalize_files
 from .phantom import phantom_spec
@@ -319,8 +319,7 @@ def phantom_splits(cfg: dict) -> dict:
 def stack_split(dataset: Dataset, batch_size: int = 64, device=None) -> dict:
     "All items of `dataset` (rendered or read on `device`) collated on the CPU: ids, images [N,1,S,S] and masks [N,10,S,S] (uint8)."
     ids, images, masks, device = [], [], [], get_device(device)
-    for s in range(0, len(dataset), batch_size):
-        b = get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
+    for b in dataset_batches(dataset, batch_size, device):
         ids += list(b['id']); images.append(b['image'].float().cpu()); masks.append(b['mask'].to(torch.uint8).cpu())
     if device.type == 'cuda': torch.cuda.empty_cache()      # rendering's scratch memory goes back: sweeps run several of these at once
     return dict(ids=ids, images=torch.cat(images), masks=torch.cat(masks))
@@ -395,8 +394,8 @@ def _render_pool(dataset: Dataset, spec: dict, d: Path, device: torch.device):
     ids, arrays = [], {}
     with contextlib.ExitStack() as files:                # image.npy is entered first, so published last: it says the pool is complete
         tmp = {k: files.enter_context(atomic_write_path(d/f'{k}.npy')) for k in POOL_KEYS}
-        for s in range(0, len(dataset), chunk):
-            b = get_batch(dataset, torch.arange(s, min(s + chunk, len(dataset))), device)
+        for b in dataset_batches(dataset, chunk, device):
+            s = len(ids)
             for k in POOL_KEYS:
                 v = b[k].float().cpu().numpy()
                 if k not in arrays: arrays[k] = np.lib.format.open_memmap(tmp[k], mode='w+', dtype=np.float32, shape=(len(dataset), *v.shape[1:]))

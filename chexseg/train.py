@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .core import autocast, get_device, in_test, load_state, save_state, to_device
 
 # %% auto #0
-__all__ = ['step_indices', 'indices_on', 'get_batch', 'Prerendered', 'on_device_if_cuda', 'init_distributed', 'is_main_process',
-           'fit', 'fit_stacked', 'recompute_batchnorm']
+__all__ = ['step_indices', 'indices_on', 'get_batch', 'dataset_batches', 'Prerendered', 'on_device_if_cuda', 'init_distributed',
+           'is_main_process', 'fit', 'fit_stacked', 'recompute_batchnorm']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -47,13 +47,18 @@ def get_batch(dataset: Dataset, indices: torch.Tensor, device: torch.device) -> 
     else: batch = default_collate([dataset[int(i)] for i in indices])
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+def dataset_batches(dataset: Dataset, batch_size: int, device, desc: str | None = None):
+    "Every item of `dataset` in order, as consecutive batches of `batch_size` (the last one shorter) from `get_batch`; with `desc`, under a progress bar."
+    starts = range(0, len(dataset), batch_size)
+    if desc is not None: starts = tqdm(starts, desc=desc, disable=in_test(), leave=False)
+    for s in starts: yield get_batch(dataset, torch.arange(s, min(s + batch_size, len(dataset))), device)
+
 # %% ../nbs/00a_train.ipynb #e6b439ce
 class Prerendered(Dataset):
     "The fields `keys` of every item of `dataset`, fetched once in chunks of `chunk` and kept on `device`."
     def __init__(self, dataset: Dataset, keys, device=None, chunk: int = 128):
-        self.device, n = get_device(device), len(dataset)
-        batches = (get_batch(dataset, torch.arange(s, min(s + chunk, n)), self.device) for s in range(0, n, chunk))
-        parts = [{k: b[k] for k in keys} for b in batches]     # the fields not kept go as each chunk is made
+        self.device = get_device(device)
+        parts = [{k: b[k] for k in keys} for b in dataset_batches(dataset, chunk, self.device)]   # the fields not kept go as each chunk is made
         self.data = {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(parts[0][k]) else [x for p in parts for x in p[k]]
                      for k in keys}
     def __len__(self): return len(next(iter(self.data.values())))
