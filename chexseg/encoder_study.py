@@ -5,6 +5,7 @@
 # %% ../nbs/06_encoders.ipynb #f589f7fa
 from __future__ import annotations
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,11 +14,12 @@ from .core import atomic_write_path, phase_tally, phases_since, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
                           keep_shared_splits, run_experiment)
-from .sweep import provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure, semi_params, write_table
+from .sweep import (KernelPool, SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
+                           semi_params, write_table)
 
 # %% auto #0
-__all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'run_study', 'study_means', 'figure4', 'table2',
-           'write_encoder_outputs']
+__all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'StudyPlan', 'study_plan', 'study_groups', 'run_study',
+           'study_means', 'figure4', 'table2', 'write_encoder_outputs']
 
 # %% ../nbs/06_encoders.ipynb #0771e4fb
 WEAK_SIZES = {'paper': (100, 2_000, 20_000), 'gpu': (100, 500, 2_000), 'cpu': (20, 50, 100), 'smoke': (2, 4)}
@@ -42,35 +44,63 @@ def study_run_dir(run: dict, cfg: dict, root: str | Path) -> Path:
     name = f"{run['encoder_init']}_fully" if run['setting'] == 'fully' else f"{run['encoder_init']}_weak_{run['weak_source']}_{run['n_weak']}"
     return Path(root)/'encoders'/output_name(cfg)/f"{name}-{results_key(cfg)}"
 
-def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
-              device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:
-    """Run the study, `workers` 04_semi kernels at a time (1: one run after another in this process); return the long results
-    table, the skipped initialisations with their reasons, the runs that failed and the finished runs' own wall time,
-    commits and phases (`runs_provenance`) with the phases of the upstream stages built here (`phases_s`). Finished runs are
-    read, not repeated."""
+class StudyPlan(NamedTuple):
+    "The study's settings, its runs whose initialisation can run here, each one's settings and results folder, and the initialisations skipped (with why)."
+    cfg: dict
+    runs: list[dict]
+    cfgs: list[dict]
+    dirs: list[Path]
+    skipped: dict
+
+    @property
+    def executed(self) -> Path: return self.dirs[0].parent/'notebooks'    # where its runs' executed notebooks go
+
+    def todo(self) -> list[int]:
+        "The runs not finished yet: the fully-supervised first, then by the number of weak maps (smaller weak sets are made sooner)."
+        return sorted((k for k, d in enumerate(self.dirs) if not (d/'results.csv').exists()), key=lambda k: self.runs[k]['n_weak'])
+
+def study_plan(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
+               device=None, init_weights: dict | None = None, **settings) -> StudyPlan:
+    "The `StudyPlan` of the study (`weak_sizes` None: the scale's `WEAK_SIZES`); raises if no initialisation can run."
     cfg0 = experiment_config(scale, device, **settings)
     weak_sizes = WEAK_SIZES[cfg0['scale']] if weak_sizes is None else weak_sizes
     ok, skipped = available_inits(inits, init_weights, cfg0['encoder'])
     runs = [r for r in study_runs(inits, sources, weak_sizes) if r['encoder_init'] in ok]
     if not runs: raise RuntimeError(f"no initialisation could run: {skipped}")
-    root = Path(root).resolve()
     cfgs = [study_config(r, scale, device, init_weights, **settings) for r in runs]
-    dirs = [study_run_dir(r, c, root) for r, c in zip(runs, cfgs)]
-    todo = [k for k, d in enumerate(dirs) if not (d/'results.csv').exists()]
-    failed, tally, executed = [], phase_tally(), root/'encoders'/output_name(cfg0)/'notebooks'
-    in_kernels = workers > 1 and bool(todo)
-    if in_kernels:                                # classifiers, MoCo, weak masks, shared splits: built once, before the kernels start
-        for k in todo: keep_shared_splits(prepare_upstream(cfgs[k], root, device), cfgs[k], root, device)
-    upstream = phases_since(tally)                # runs in this process count their upstream stages in their own run.json
-    if in_kernels:
-        jobs = [(semi_params(cfgs[k], cfg0, root, device, **settings), dirs[k]) for k in todo]
-        failed = [o for o in run_semi_jobs(jobs, executed, workers) if isinstance(o, str)]
+    return StudyPlan(cfg0, runs, cfgs, [study_run_dir(r, c, Path(root).resolve()) for r, c in zip(runs, cfgs)], skipped)
+
+def study_groups(plan: StudyPlan, root: str | Path, device=None, **settings) -> list[SemiGroup]:
+    """The unfinished runs of `plan` (in `todo`'s order) as one-job `SemiGroup`s for a `KernelPool`, each building its own upstream
+    stages (classifiers, MoCo, weak masks, shared splits) first; `settings` as `run_study` was given them."""
+    root = Path(root).resolve()
+    def prepare(k): return lambda: keep_shared_splits(prepare_upstream(plan.cfgs[k], root, device), plan.cfgs[k], root, device)
+    return [SemiGroup([(semi_params(plan.cfgs[k], plan.cfg, root, device, **settings), plan.dirs[k])], plan.executed, prepare(k))
+            for k in plan.todo()]
+
+def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=None, root: str | Path = 'runs',
+              device=None, init_weights: dict | None = None, workers: int = 1, **settings) -> tuple[pd.DataFrame, dict, list[str], dict]:
+    """Run the study, `workers` 04_semi kernels at a time (1: one run after another in this process); return the long results
+    table, the skipped initialisations with their reasons, the runs that failed and the finished runs' own wall time,
+    commits and phases (`runs_provenance`) with the phases of the upstream stages built here (`phases_s`) and how many runs
+    this call ran (`new_runs`). Finished runs are read, not repeated."""
+    plan = study_plan(scale, inits, sources, weak_sizes, root, device, init_weights, **settings)
+    root, todo, failed, tally = Path(root).resolve(), plan.todo(), [], phase_tally()
+    if workers > 1 and todo:                       # each run's upstream is built while the runs queued before it train
+        groups = study_groups(plan, root, device, **settings)
+        with KernelPool(workers) as pool:
+            for g in groups: pool.add('study', g)
+            pool.wait('study')
+        upstream = phases_since(tally)              # the kernels count their own phases in their run.json
+        failed = [o for o in run_semi_jobs([j for g in groups for j in g.jobs], plan.executed, workers) if isinstance(o, str)]   # what failed in the pool runs again, with retries for memory
     else:
-        for k in todo: run_experiment(cfgs[k], root, dirs[k], device)
-    done = [(r, d/'results.csv') for r, d in zip(runs, dirs) if (d/'results.csv').exists()]
+        upstream = phases_since(tally)
+        for k in todo: run_experiment(plan.cfgs[k], root, plan.dirs[k], device)
+    done = [(r, d/'results.csv') for r, d in zip(plan.runs, plan.dirs) if (d/'results.csv').exists()]
     if not done: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
     tables = [pd.read_csv(c).assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '') for r, c in done]
-    return pd.concat(tables, ignore_index=True), skipped, failed, dict(runs_provenance([c for _, c in done], executed), phases_s=upstream)
+    return (pd.concat(tables, ignore_index=True), plan.skipped, failed,
+            dict(runs_provenance([c for _, c in done], plan.executed), phases_s=upstream, new_runs=len(todo)))
 
 # %% ../nbs/06_encoders.ipynb #b6d6a9a5
 def study_means(results: pd.DataFrame) -> pd.DataFrame:

@@ -4,23 +4,26 @@
 
 # %% ../nbs/08_paper.ipynb #9051cec8
 from __future__ import annotations
-import argparse, sys, time
+import argparse, contextlib, sys, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import PATHOLOGIES, atomic_write, provenance, read_json, sum_phases, write_json
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings
-from .sweep import PAPER_PS, add_data_arguments, execute, markdown_table, run_sweep
+from .core import PATHOLOGIES, atomic_write, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
+from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings, with_settings
+from .sweep import KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, run_sweep, sweep_plan
+from .encoders import ENCODER_INIT_NAMES
+from .encoder_study import study_groups, study_plan
 from .radiologists import reader_files
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
-           'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'trial_means', 'read_results', 'sweep_point', 'best_student',
-           'headline', 'claim_inverted_u', 'claim_ordering', 'pathologies_scored', 'claim_student', 'claim_inits',
-           'claim_gap', 'claim_beats_radiologists', 'stage_metas', 'stage_phases', 'time_profile', 'stage_table',
-           'stage_results', 'summary', 'run_notebook', 'run_stage', 'unavailable_stages', 'regenerate', 'chexseg_paper']
+           'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'RUNS_STAGE', 'POOL_WAITS', 'trial_means', 'read_results',
+           'sweep_point', 'best_student', 'headline', 'claim_inverted_u', 'claim_ordering', 'pathologies_scored',
+           'claim_student', 'claim_inits', 'claim_gap', 'claim_beats_radiologists', 'stage_metas', 'stage_phases',
+           'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage', 'unavailable_stages',
+           'pooled_runs', 'feed_pool', 'regenerate', 'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -137,7 +140,7 @@ def claim_beats_radiologists(radiologists: pd.DataFrame | None) -> tuple[str, st
                                                   + (f"; ahead by the estimate alone: {', '.join(ahead)}" if ahead else ''))
 
 # %% ../nbs/08_paper.ipynb #e2a9c52e
-STAGE_FILES = dict(sweep='sweep.json', radiologists='figure5.json', encoders='encoders.json', distill='distill.json')
+STAGE_FILES = dict(runs='runs.json', sweep='sweep.json', radiologists='figure5.json', distill='distill.json', encoders='encoders.json')
 KERNEL_OVERHEAD = 'notebook kernels: start-up, imports, plots'
 STAGE_WALL = 'wall time of the stage'
 
@@ -172,7 +175,7 @@ def stage_table(folder: str | Path, log: dict) -> pd.DataFrame:
         ran, made = log.get(k, {}), metas.get(k, {})
         return dict(status=ran.get('status', 'earlier run'), wall_s=ran.get('wall_s', made.get('wall_s')),
                     outputs_commit=made.get('commit', '-'), outputs_date=made.get('date', '-'))
-    return pd.DataFrame.from_dict({k: row(k) for k in STAGES if k in metas or k in log}, orient='index').rename_axis('stage')
+    return pd.DataFrame.from_dict({k: row(k) for k in STAGE_FILES if k in metas or k in log}, orient='index').rename_axis('stage')
 
 # %% ../nbs/08_paper.ipynb #17acd972
 CLAIMS = {
@@ -234,6 +237,39 @@ def unavailable_stages(data_root) -> dict[str, str]:
     except FileNotFoundError as e: return {'radiologists': f"skipped: {e}"}
     return {}
 
+# %% ../nbs/08_paper.ipynb #d84388bf
+RUNS_STAGE = 'runs'
+POOL_WAITS = {'sweep': ('sweep',), 'distill': ('teachers',), 'encoders': ('teachers', 'encoders')}
+
+def pooled_runs(stages, cfg: dict, root: Path, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, sizes: dict | None = None) -> dict:
+    """The `04_semi` runs of the p-sweep and the encoder study among `stages` of `regenerate`'s run with settings `cfg` and
+    sizes `sizes`, with the settings those stages give them (`run_sweep`'s, and the study's as `06_encoders` makes them),
+    as `KernelPool` groups named for what waits on them: 'sweep', 'teachers' (the study's fully-supervised runs) and 'encoders'."""
+    sizes, groups = sizes or {}, {}
+    if 'sweep' in stages:
+        groups['sweep'] = [sweep_plan(ps, sources, cfg['scale'], root, device, stack_trials=cfg['stack_trials'], data_root=cfg['data_root'], **sizes)[2]]
+    if 'encoders' in stages:
+        given = with_settings(sizes, stack_trials=cfg['stack_trials'], data_root=cfg['data_root'])
+        plan = study_plan(cfg['scale'], ENCODER_INIT_NAMES, list(sources), None, root, device, dict(imagenet=None, moco=None), **given)
+        for g in study_groups(plan, root, device, **given):
+            groups.setdefault('teachers' if g.jobs[0][0]['p'] == 1 else 'encoders', []).append(g)
+    return groups
+
+def feed_pool(pool: KernelPool, groups: dict, out: Path, device=None):
+    """Build every group's upstream stages and queue its runs in `pool`, in order; then write `out/runs.json` (what was
+    queued, seconds per phase, provenance). A group whose upstream stages fail is left to its stage (which will name the
+    error); this stage then fails, saying how many."""
+    t0, tally, failed = time.perf_counter(), phase_tally(), []
+    for name, gs in groups.items():
+        for g in gs:
+            try: pool.add(name, g)
+            except Exception as e:
+                failed.append(f"{name}, {', '.join(Path(o).name for _, o in g.jobs)}: {error_line(e)}")
+                print(f"[{RUNS_STAGE}] building the upstream stages of {failed[-1]}; left to the stage", flush=True)
+    write_json(dict(queued={k: sum(len(g.jobs) for g in gs) for k, gs in groups.items()}, failed=failed, phases_s=phases_since(tally),
+                    **provenance(device, time.perf_counter() - t0)), Path(out)/'runs.json', indent=2)
+    if failed: raise RuntimeError(f"the upstream stages of {len(failed)} groups of runs failed, left to their stages: {failed[0]}")
+
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
                workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None,
@@ -263,11 +299,21 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
         write_json(meta, out/'paper.json', indent=2)
         with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
     skip = unavailable_stages(cfg['data_root'])
-    for name in (s for s in STAGES if s in stages):
-        try:
-            if name in skip: log[name] = dict(status=skip[name], wall_s=0.0); print(f"[{name}] {skip[name]}", flush=True)
-            else: run_stage(name, steps[name], log)
-        finally: write_summary()                               # after every stage: a run stopped part-way still leaves a summary
+    pooled = workers > 1 and bool({'sweep', 'encoders'} & set(stages))
+    with KernelPool(workers) if pooled else contextlib.nullcontext() as pool:
+        def after_its_runs(name):                              # a stage waits for its runs in the pool, then assembles them
+            def fn():
+                for group in (POOL_WAITS.get(name, ()) if pool else ()): pool.wait(group)
+                steps[name]()
+            return fn
+        if pool:
+            try: run_stage(RUNS_STAGE, lambda: feed_pool(pool, pooled_runs(stages, cfg, root, device, ps, sources, sizes), out, device), log)
+            finally: write_summary()
+        for name in (s for s in STAGES if s in stages):
+            try:
+                if name in skip: log[name] = dict(status=skip[name], wall_s=0.0); print(f"[{name}] {skip[name]}", flush=True)
+                else: run_stage(name, after_its_runs(name), log)
+            finally: write_summary()                           # after every stage: a run stopped part-way still leaves a summary
     if not log: write_summary()                                # no stage: the summary of the outputs already in figures/<scale>
     return out/'summary.md'
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, functools, os, re, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
-           'run_sweep', 'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
+           'SemiGroup', 'sweep_plan', 'run_sweep', 'write_sweep_outputs', 'KernelPool', 'size_pair',
+           'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -250,26 +252,39 @@ def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict)
     if todo and (cfg['encoder_init'] == 'chexpert' or any(r['p'] == 1 for r in todo)): need.append(dict(cfg, p=1.0))
     return need
 
+class SemiGroup(NamedTuple):
+    "04_semi jobs, (parameters, output folder) pairs, with the folder their executed notebooks go to and what builds their upstream stages first."
+    jobs: list
+    executed: Path
+    prepare: Callable[[], None] = lambda: None
+
+def sweep_plan(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', root: str | Path = 'runs', device=None,
+               **settings) -> tuple[list[dict], dict, SemiGroup]:
+    "The runs of a sweep, its settings, and its jobs as a `SemiGroup` whose `prepare` builds the upstream stages of those not finished."
+    runs, cfg, root = sweep_runs(ps, sources), experiment_config(scale, device, **settings), Path(root).resolve()
+    jobs = sweep_jobs(runs, cfg, root, device, **settings)
+    def prepare():
+        for c in pending_upstream(runs, jobs, cfg): keep_shared_splits(prepare_upstream(c, root, device), c, root, device)
+    return runs, cfg, SemiGroup(jobs, root/'sweep'/output_name(cfg)/'notebooks', prepare)
+
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
     """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<output_name>`
     (the scale; `<scale>-<folder>` with a `data_root` setting).
     With `collect`, run nothing: assemble the outputs from the runs already finished under `root`."""
     t0, tally = time.perf_counter(), phase_tally()
-    runs = sweep_runs(ps, sources)
-    cfg = experiment_config(scale, device, **settings)
-    root = Path(root).resolve()
-    jobs = sweep_jobs(runs, cfg, root, device, **settings)
-    executed = root/'sweep'/output_name(cfg)/'notebooks'
+    runs, cfg, group = sweep_plan(ps, sources, scale, root, device, **settings)
+    jobs, executed = group.jobs, group.executed
+    new_runs = 0 if collect else sum(not finished(out, params) for params, out in jobs)
     if collect: outcomes = [out/'results.csv' if finished(out, params) else f"{out.name}: not run with these settings" for params, out in jobs]
     else:
-        for c in pending_upstream(runs, jobs, cfg): keep_shared_splits(prepare_upstream(c, root, device), c, root, device)
+        group.prepare()
         outcomes = run_semi_jobs(jobs, executed, workers)
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
     results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
-    write_sweep_outputs(results, Path(figures)/output_name(cfg), dict(settings=cfg, runs=runs, failed=failed, executed_notebooks=str(executed),
+    write_sweep_outputs(results, Path(figures)/output_name(cfg), dict(settings=cfg, runs=runs, failed=failed, new_runs=new_runs, executed_notebooks=str(executed),
                                                                **runs_provenance(done, executed), phases_s=phases_since(tally),
                                                                **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
@@ -282,6 +297,38 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'sweep.json', indent=2)
+
+# %% ../nbs/04a_sweep.ipynb #0a61210a
+class KernelPool:
+    """`workers` 04_semi kernels at a time (sharing the cores and the GPU), fed groups of jobs while the driver builds the
+    next group's upstream stages; a context manager."""
+    def __init__(self, workers: int, run=try_run): self.workers, self.run, self.futures = max(1, workers), run, {}
+
+    def __enter__(self):
+        runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
+        self._threads = kernel_threads(self.workers); self._threads.__enter__()
+        self._pool = ThreadPoolExecutor(self.workers)
+        return self
+
+    def add(self, name: str, group: SemiGroup) -> bool:
+        "Build `group`'s upstream stages here, then queue its jobs under `name`; False (and the error printed) if the building failed."
+        try: group.prepare()
+        except Exception as e:
+            print(f"{name}: building the upstream stages failed, its runs are left to the stage: {error_line(e)}", flush=True)
+            return False
+        if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory the upstream stages held
+        Path(group.executed).mkdir(parents=True, exist_ok=True)
+        self.futures.setdefault(name, []).extend(self._pool.submit(self.run, job, group.executed) for job in group.jobs)
+        return True
+
+    def wait(self, name: str) -> list[Path | str]:
+        "The outcome (results CSV or error) of every job queued under `name`, once they have all finished."
+        return [f.result() for f in self.futures.get(name, [])]
+
+    def __exit__(self, kind, *exc):
+        if kind is not None:
+            for f in (f for fs in self.futures.values() for f in fs): f.cancel()
+        self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
 
 # %% ../nbs/04a_sweep.ipynb #41b6862c
 def size_pair(text: str) -> tuple[str, int]:

@@ -1,13 +1,16 @@
 "The whole-paper driver at smoke scale: every stage runs through papermill and the summary reports on each."
 import json
-from chexseg.paper import KERNEL_OVERHEAD, STAGE_WALL, regenerate, STAGES
+from chexseg.paper import KERNEL_OVERHEAD, RUNS_STAGE, STAGE_WALL, regenerate, STAGES
 
 
 def test_smoke_paper(tmp_path):
     summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', workers=2, ps=[0, 0.9, 1], sources=['cam'])
     out = tmp_path/'figures'/'smoke'
     meta = json.loads((out/'paper.json').read_text())
-    assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in STAGES}
+    assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in (RUNS_STAGE, *STAGES)}
+    for stage in ('sweep.json', 'encoders.json'):                    # the pool ran every run before the stages assembled them
+        assert json.loads((out/stage).read_text())['new_runs'] == 0, stage
+    assert json.loads((out/'runs.json').read_text())['queued']['encoders'] > 0
     for name in ('figure2.png', 'table1.csv', 'figure3.png', 'distill_results.csv', 'figure4.png', 'table2.md',
                  'encoder_results.csv', 'figure5.png', 'figure5_table.csv'):
         assert (out/name).exists(), name
