@@ -92,6 +92,7 @@ run|bench)
     --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} $stack_flag 2>&1 \
     | progress_bars_out >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
+  pkill -f ipykernel_launcher || true   # kernels a capped run left training (its driver waits for them only until SIGKILL)
   tar czf "$OUT/figures.tgz" -C "$work/figures" .
   # every finished run's results, per-image IoU and run.json (its phases), without weights: RESUME for the next lease
   (cd "$work" && find runs \( -name results.csv -o -name per_image_iou.csv -o -name run.json \) -print0 \

@@ -187,10 +187,14 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
 
 def tune_thresholds(maps: torch.Tensor, masks, grid=THRESHOLD_GRID, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     "Per pathology, the threshold of `grid` with the best mIoU (true positives only) on (`maps`, `masks`); and the curves [10, G]."
-    curve = _nanmean(iou_from_overlaps(threshold_overlaps(maps, masks, grid, normalise=normalise), true_pos_only=True), axis=0)
-    unseen = np.isnan(curve).all(1)
-    if unseen.any():
-        warnings.warn(f"No tuning image is positive for {[PATHOLOGIES[i] for i in np.flatnonzero(unseen)]}: their threshold is 0.5")
+    overlaps = threshold_overlaps(maps, masks, grid, normalise=normalise)
+    curve = _nanmean(iou_from_overlaps(overlaps, true_pos_only=True), axis=0)
+    unseen, shown = np.isnan(curve).all(1), (overlaps.gt_area[..., 0] > 0).any(0)
+    def names(which): return [PATHOLOGIES[i] for i in np.flatnonzero(which)]
+    if (unseen & ~shown).any(): warnings.warn(f"No tuning image is positive for {names(unseen & ~shown)}: their threshold is 0.5")
+    if (unseen & shown).any():
+        warnings.warn(f"At no threshold of the grid ({grid[0]} to {grid[-1]}) do the maps mark any pixel of {names(unseen & shown)} on "
+                      "the tuning images that show it: their threshold is 0.5, and they will hardly ever be predicted")
     best = np.asarray(grid)[np.argmax(np.where(np.isnan(curve), -np.inf, curve), axis=1)]
     return np.where(unseen, 0.5, best), curve
 
