@@ -22,7 +22,7 @@ __all__ = ['WEAK_SIZES', 'study_runs', 'study_config', 'study_run_dir', 'StudyPl
            'study_means', 'figure4', 'table2', 'write_encoder_outputs']
 
 # %% ../nbs/06_encoders.ipynb #0771e4fb
-WEAK_SIZES = {'paper': (100, 2_000, 20_000), 'gpu': (100, 500, 2_000), 'cpu': (20, 50, 100), 'smoke': (2, 4)}
+WEAK_SIZES = {'paper': (100, 2_000, 20_000), 'gpu': (100, 2_000), 'cpu': (20, 50, 100), 'smoke': (2, 4)}
 
 def study_runs(inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCES, weak_sizes=(100, 2_000, 20_000)) -> list[dict]:
     "The runs of the study: per initialisation, the fully-supervised one and a weakly-supervised one per weak source and size."

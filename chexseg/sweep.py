@@ -70,11 +70,13 @@ def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
 
 def execute(name: str, executed: Path, params: dict) -> Path:
     """Execute `nbs/<name>` without its examples, with `params`, in a fresh kernel started in `nbs/`; the executed copy goes to
-    `executed`. The kernel's own log says errors only: its warning that it talks to the driver over local TCP would
-    otherwise take a line of the driver's output per kernel."""
+    `executed`. The kernel's own log is silenced (a cell's error still reaches the driver, through papermill): its
+    warning that it talks to the driver over local TCP would otherwise take a line of the driver's output per kernel, and
+    jupyter_client (8) interrupts every kernel before shutting it down, which some log as "KeyboardInterrupt caught in
+    kernel" although nothing was stopped."""
     import papermill as pm
     pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, cwd=str(notebook_path(name).parent),
-                        kernel_name='python3', progress_bar=False, extra_arguments=['--IPKernelApp.log_level=ERROR'])
+                        kernel_name='python3', progress_bar=False, extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
     return Path(executed)
 
 RUN_PLACES = ('root', 'device', 'out_dir')       # where a run ran and wrote, not what it computed
