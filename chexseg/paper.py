@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_paper.ipynb #9051cec8
 from __future__ import annotations
-import argparse, contextlib, sys, time
+import argparse, contextlib, signal, sys, threading, time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STA
            'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'RUNS_STAGE', 'POOL_WAITS', 'trial_means', 'read_results',
            'sweep_point', 'best_student', 'headline', 'claim_inverted_u', 'claim_ordering', 'pathologies_scored',
            'claim_student', 'claim_inits', 'claim_gap', 'claim_beats_radiologists', 'stage_metas', 'stage_phases',
-           'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage', 'unavailable_stages',
-           'pooled_runs', 'feed_pool', 'regenerate', 'chexseg_paper']
+           'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage',
+           'interrupts_deferred', 'unavailable_stages', 'pooled_runs', 'feed_pool', 'regenerate', 'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -230,6 +230,19 @@ def run_stage(name: str, fn, log: dict):
         log[name]['wall_s'] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {log[name]['status']} in {log[name]['wall_s']} s", flush=True)
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold SIGINT (Ctrl-C) off inside the block and raise it as `KeyboardInterrupt` once the block is done: `timeout
+    --signal=INT` sends it twice, to the driver and to the driver's process group, and the second must not cut the
+    summary that the first one's handling is writing. Outside the main thread (where signals cannot be caught) a plain block."""
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held: raise KeyboardInterrupt
+
 def unavailable_stages(data_root) -> dict[str, str]:
     "The stages that cannot run on the data folder `data_root` (None: the phantom, which serves every stage), each with its status: why it is skipped."
     if data_root is None: return {}
@@ -296,8 +309,9 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     def write_summary():
         meta = dict(scale=cfg['scale'], data_root=cfg['data_root'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_val', 'n_test', 'trials', 'steps', 'stack_trials')},
                     workers=workers, stages=log, executed_notebooks=str(executed), **provenance(device, time.perf_counter() - t0))
-        write_json(meta, out/'paper.json', indent=2)
-        with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
+        with interrupts_deferred():                            # a second SIGINT of a time cap must not cut it
+            write_json(meta, out/'paper.json', indent=2)
+            with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
     skip = unavailable_stages(cfg['data_root'])
     pooled = workers > 1 and bool({'sweep', 'encoders'} & set(stages))
     with KernelPool(workers) if pooled else contextlib.nullcontext() as pool:
