@@ -10,15 +10,14 @@
 #
 # Knobs for `run` (environment): SCALE (gpu), WORKERS (8), LEASE_S (570: the whole call ends by then, inside the
 # device's 600 s per command), BENCH_S (180: kept for the benchmarks), PAPER_CAP_S (what is left of LEASE_S after
-# installing and BENCH_S: the paper run is stopped then, keeping what finished; the summary is rewritten after every
-# stage), STAGES (all), SET (sizes over the scale's, as chexseg_paper --set takes them, e.g. "steps=200"), BENCH (1: run
-# the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished ones), RESUME (a runs_done.tgz from an
-# earlier lease, carried: its finished runs are not run again, so two capped leases add up to the whole paper), STACK
-# (auto: train each run's trials at once if bench_stacked.py, run first for a few seconds, finds that at least 15%
-# faster on this device; 1: always; 0: never),
-# WORK (.devrun/work: every stage's cache; git-ignored, so a second call on the same warm machine carries on from it, the
-# upstream stages and distillation weights included). Without .whl/ (a machine that has the packages) nothing is
-# installed.
+# installing, BENCH_S and 10 s to stop and pack: the paper run is stopped then, keeping what finished; the summary is
+# rewritten after every stage), STAGES (all), SET (sizes over the scale's, as chexseg_paper --set takes them, e.g.
+# "steps=200"), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished ones),
+# RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run again, so two capped leases add
+# up to the whole paper), STACK (auto: train each run's trials at once if bench_stacked.py, run first for a few
+# seconds, finds that at least 15% faster on this device; 1: always; 0: never), WORK (.devrun/work: every stage's
+# cache; git-ignored, so a second call on the same warm machine carries on from it, the upstream stages and
+# distillation weights included). Without .whl/ (a machine that has the packages) nothing is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,10 +85,10 @@ run|bench)
     echo "stacked trials: bench_stacked RATIO ${ratio:-none} -> STACK=$STACK" >> "$OUT/paper.log"
   fi
   if [ "$STACK" = 1 ]; then stack_flag=--stack_trials; fi
-  PAPER_CAP_S=${PAPER_CAP_S:-$((LEASE_S - BENCH_S - (SECONDS - start)))}
+  PAPER_CAP_S=${PAPER_CAP_S:-$((LEASE_S - BENCH_S - (SECONDS - start) - 10))}   # 10 s: a stuck driver's SIGKILL, then packing
   echo "paper capped at $PAPER_CAP_S s" >> "$OUT/paper.log"
   # shellcheck disable=SC2086
-  timeout --signal=INT --kill-after=20 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
+  timeout --signal=INT --kill-after=10 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
     --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} ${SET:+--set $SET} $stack_flag 2>&1 \
     | progress_bars_out >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
@@ -102,5 +101,5 @@ run|bench)
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,18p' "$0"; exit 2 ;;
+  sed -n '2,20p' "$0"; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_sweep.ipynb #b1065441
 from __future__ import annotations
-import argparse, contextlib, functools, os, re, time
+import argparse, contextlib, functools, os, re, signal, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -25,7 +25,7 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
-           'SemiGroup', 'sweep_plan', 'run_sweep', 'write_sweep_outputs', 'KernelPool', 'size_pair',
+           'SemiGroup', 'sweep_plan', 'run_sweep', 'write_sweep_outputs', 'stop_kernels', 'KernelPool', 'size_pair',
            'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
@@ -301,6 +301,19 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     write_json(meta, out/'sweep.json', indent=2)
 
 # %% ../nbs/04a_sweep.ipynb #0a61210a
+def stop_kernels(parent: int | None = None) -> list[int]:
+    """Send SIGTERM to every notebook kernel (a process running `ipykernel_launcher`) that process `parent` (default: this
+    one) started, and return their pids: kernels run in sessions of their own, so a signal to the driver never reaches
+    them. Reads Linux's /proc; elsewhere it finds none."""
+    parent, stopped = os.getpid() if parent is None else parent, []
+    for proc in Path('/proc').glob('[0-9]*'):
+        try:
+            ppid = int((proc/'stat').read_text().rsplit(')', 1)[1].split()[1])
+            if ppid == parent and b'ipykernel_launcher' in (proc/'cmdline').read_bytes():
+                os.kill(int(proc.name), signal.SIGTERM); stopped.append(int(proc.name))
+        except (OSError, ValueError, IndexError): continue      # a process that ended meanwhile, or no /proc
+    return stopped
+
 class KernelPool:
     """`workers` 04_semi kernels at a time (sharing the cores and the GPU), fed groups of jobs while the driver builds the
     next group's upstream stages; a context manager."""
@@ -328,8 +341,9 @@ class KernelPool:
         return [f.result() for f in self.futures.get(name, [])]
 
     def __exit__(self, kind, *exc):
-        if kind is not None:
+        if kind is not None:                                     # interrupted: drop the queue and stop the running kernels,
             for f in (f for fs in self.futures.values() for f in fs): f.cancel()
+            stop_kernels()                                       # so the driver ends now, not when their runs would have
         self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
 
 # %% ../nbs/04a_sweep.ipynb #41b6862c
