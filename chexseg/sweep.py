@@ -24,9 +24,9 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'changed_settings',
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
-           'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'run_semi_jobs', 'pending_upstream',
-           'SemiGroup', 'sweep_plan', 'run_sweep', 'write_sweep_outputs', 'stop_kernels', 'KernelPool', 'size_pair',
-           'add_data_arguments', 'chexseg_sweep']
+           'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'SemiGroup', 'stop_kernels',
+           'KernelPool', 'run_semi_jobs', 'pending_upstream', 'sweep_plan', 'run_sweep', 'write_sweep_outputs',
+           'size_pair', 'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -230,16 +230,64 @@ def out_of_memory(outcome) -> bool:
     "Whether a job's `outcome` is an error saying it ran out of (GPU or host) memory, or that its kernel died, as kernels do when killed for memory."
     return isinstance(outcome, str) and bool(OUT_OF_MEMORY.search(outcome))
 
+
+# %% ../nbs/04a_sweep.ipynb #0a61210a
+class SemiGroup(NamedTuple):
+    "04_semi jobs, (parameters, output folder) pairs, with the folder their executed notebooks go to and what builds their upstream stages first."
+    jobs: list
+    executed: Path
+    prepare: Callable[[], None] = lambda: None
+
+def stop_kernels(parent: int | None = None) -> list[int]:
+    """Send SIGTERM to every notebook kernel (a process running `ipykernel_launcher`) that process `parent` (default: this
+    one) started, and return their pids: kernels run in sessions of their own, so a signal to the driver never reaches
+    them. Reads Linux's /proc; elsewhere it finds none."""
+    parent, stopped = os.getpid() if parent is None else parent, []
+    for proc in Path('/proc').glob('[0-9]*'):
+        try:
+            ppid = int((proc/'stat').read_text().rsplit(')', 1)[1].split()[1])
+            if ppid == parent and b'ipykernel_launcher' in (proc/'cmdline').read_bytes():
+                os.kill(int(proc.name), signal.SIGTERM); stopped.append(int(proc.name))
+        except (OSError, ValueError, IndexError): continue      # a process that ended meanwhile, or no /proc
+    return stopped
+
+class KernelPool:
+    """`workers` 04_semi kernels at a time (sharing the cores and the GPU), fed groups of jobs while the driver builds the
+    next group's upstream stages; a context manager."""
+    def __init__(self, workers: int, run=try_run): self.workers, self.run, self.futures = max(1, workers), run, {}
+
+    def __enter__(self):
+        runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
+        self._threads = kernel_threads(self.workers); self._threads.__enter__()
+        self._pool = ThreadPoolExecutor(self.workers)
+        return self
+
+    def add(self, name: str, group: SemiGroup):
+        "Build `group`'s upstream stages here (an error there is raised, and nothing is queued), then queue its jobs under `name`."
+        group.prepare()
+        if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory the upstream stages held
+        Path(group.executed).mkdir(parents=True, exist_ok=True)
+        self.futures.setdefault(name, []).extend(self._pool.submit(self.run, job, group.executed) for job in group.jobs)
+
+    def wait(self, name: str) -> list[Path | str]:
+        "The outcome (results CSV or error) of every job queued under `name`, once they have all finished."
+        return [f.result() for f in self.futures.get(name, [])]
+
+    def __exit__(self, kind, *exc):
+        if kind is not None:                                     # left by an error: the jobs not started are dropped
+            for f in (f for fs in self.futures.values() for f in fs): f.cancel()
+        if kind is not None and issubclass(kind, KeyboardInterrupt): stop_kernels()   # interrupted: the driver ends now
+        self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
+
+# %% ../nbs/04a_sweep.ipynb #305828ea
 def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run) -> list[Path | str]:
-    """Execute the 04_semi `jobs` with `run`, `workers` kernels at a time sharing the cores (and the GPU); per job its results
-    CSV or its error. Jobs that ran out of memory are run again with half as many kernels at once, down to one at a time."""
-    Path(executed).mkdir(parents=True, exist_ok=True)
-    if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory this process's upstream stages held
-    runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
+    """Execute the 04_semi `jobs` with `run` in a `KernelPool` of `workers` kernels; per job its results CSV or its error.
+    Jobs that ran out of memory are run again with half as many kernels at once, down to one at a time."""
     outcomes, todo = [None] * len(jobs), list(range(len(jobs)))
     while todo:
-        with kernel_threads(workers), ThreadPoolExecutor(max(1, workers)) as pool:
-            for k, o in zip(todo, pool.map(lambda k: run(jobs[k], executed), todo)): outcomes[k] = o
+        with KernelPool(workers, run) as pool:
+            pool.add('jobs', SemiGroup([jobs[k] for k in todo], executed))
+            for k, o in zip(todo, pool.wait('jobs')): outcomes[k] = o
         todo = [k for k in todo if out_of_memory(outcomes[k])]
         if workers <= 1 or not todo: break
         workers = max(1, workers // 2)
@@ -253,12 +301,6 @@ def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict)
     need = [dict(cfg, p=0.0, weak_source=s) for s in dict.fromkeys(r['weak_source'] for r in todo if r['p'] < 1)]
     if todo and (cfg['encoder_init'] == 'chexpert' or any(r['p'] == 1 for r in todo)): need.append(dict(cfg, p=1.0))
     return need
-
-class SemiGroup(NamedTuple):
-    "04_semi jobs, (parameters, output folder) pairs, with the folder their executed notebooks go to and what builds their upstream stages first."
-    jobs: list
-    executed: Path
-    prepare: Callable[[], None] = lambda: None
 
 def sweep_plan(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', root: str | Path = 'runs', device=None,
                **settings) -> tuple[list[dict], dict, SemiGroup]:
@@ -299,52 +341,6 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'sweep.json', indent=2)
-
-# %% ../nbs/04a_sweep.ipynb #0a61210a
-def stop_kernels(parent: int | None = None) -> list[int]:
-    """Send SIGTERM to every notebook kernel (a process running `ipykernel_launcher`) that process `parent` (default: this
-    one) started, and return their pids: kernels run in sessions of their own, so a signal to the driver never reaches
-    them. Reads Linux's /proc; elsewhere it finds none."""
-    parent, stopped = os.getpid() if parent is None else parent, []
-    for proc in Path('/proc').glob('[0-9]*'):
-        try:
-            ppid = int((proc/'stat').read_text().rsplit(')', 1)[1].split()[1])
-            if ppid == parent and b'ipykernel_launcher' in (proc/'cmdline').read_bytes():
-                os.kill(int(proc.name), signal.SIGTERM); stopped.append(int(proc.name))
-        except (OSError, ValueError, IndexError): continue      # a process that ended meanwhile, or no /proc
-    return stopped
-
-class KernelPool:
-    """`workers` 04_semi kernels at a time (sharing the cores and the GPU), fed groups of jobs while the driver builds the
-    next group's upstream stages; a context manager."""
-    def __init__(self, workers: int, run=try_run): self.workers, self.run, self.futures = max(1, workers), run, {}
-
-    def __enter__(self):
-        runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
-        self._threads = kernel_threads(self.workers); self._threads.__enter__()
-        self._pool = ThreadPoolExecutor(self.workers)
-        return self
-
-    def add(self, name: str, group: SemiGroup) -> bool:
-        "Build `group`'s upstream stages here, then queue its jobs under `name`; False (and the error printed) if the building failed."
-        try: group.prepare()
-        except Exception as e:
-            print(f"{name}: building the upstream stages failed, its runs are left to the stage: {error_line(e)}", flush=True)
-            return False
-        if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory the upstream stages held
-        Path(group.executed).mkdir(parents=True, exist_ok=True)
-        self.futures.setdefault(name, []).extend(self._pool.submit(self.run, job, group.executed) for job in group.jobs)
-        return True
-
-    def wait(self, name: str) -> list[Path | str]:
-        "The outcome (results CSV or error) of every job queued under `name`, once they have all finished."
-        return [f.result() for f in self.futures.get(name, [])]
-
-    def __exit__(self, kind, *exc):
-        if kind is not None:                                     # interrupted: drop the queue and stop the running kernels,
-            for f in (f for fs in self.futures.values() for f in fs): f.cancel()
-            stop_kernels()                                       # so the driver ends now, not when their runs would have
-        self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
 
 # %% ../nbs/04a_sweep.ipynb #41b6862c
 def size_pair(text: str) -> tuple[str, int]:
