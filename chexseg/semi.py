@@ -333,21 +333,22 @@ def given_init_weights(cfg: dict) -> Path | None:
     return Path(weights)
 
 def prepare_upstream(cfg: dict, root: str | Path, device=None) -> dict:
-    "Datasets of every split, the classifier and encoder-initialisation files and the weak-mask dataset of the weak pool, cached under `root`."
+    """Datasets of every split, the encoder-initialisation file and, where `cfg` uses weak masks (p < 1), the CAM classifier's
+    file and the weak-mask dataset of the weak pool; each built once, cached under `root`."""
     init_weights = given_init_weights(cfg)
     specs = phantom_splits(cfg) if cfg['data_root'] is None else data_splits(cfg)
     ds = {k: dataset_from_spec(v) for k, v in specs.items()}
     for k in ('classifier', 'weak_pool'):                   # phantom pools are rendered once, then read (`KeptPool`)
         if specs[k].get('kind') == 'phantom': ds[k] = KeptPool(ds[k], specs[k], root, device)
     epochs = cfg['classifier_epochs']
-    cam_clf = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['classifier_arch'], epochs=epochs, device=device)
     if cfg['encoder_init'] == 'chexpert':
         init_weights = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['encoder'], epochs=epochs, device=device)
     if cfg['encoder_init'] == 'moco' and init_weights is None:
         init_weights = pretrain_moco(ds['classifier'], root, specs['classifier'], cfg['encoder'], steps=cfg['moco_steps'],
                                      seed=cfg['seed'], device=device)
-    weak = None
+    cam_clf = weak = None
     if cfg['p'] < 1:
+        cam_clf = train_classifier(ds['classifier'], root, specs['classifier'], arch=cfg['classifier_arch'], epochs=epochs, device=device)
         make_weak = weak_masks if cfg['weak_source'] == 'cam' else irnet_weak_masks
         weak = make_weak(cam_clf, ds['weak_pool'], specs['weak_pool'], ds['val'], specs['val'], root, device=device)
     return dict(specs=specs, datasets=ds, cam_classifier=cam_clf, init_weights=init_weights, weak=weak)
