@@ -12,7 +12,8 @@
 # device's 600 s per command), BENCH_S (180: kept for the benchmarks), PAPER_CAP_S (what is left of LEASE_S after
 # installing, BENCH_S and 10 s to stop and pack: the paper run is stopped then, keeping what finished; the summary is
 # rewritten after every stage), STAGES (all), SET (sizes over the scale's, as chexseg_paper --set takes them, e.g.
-# "steps=200"), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished ones),
+# "steps=200"), STUDENT_STEPS (the distillation students' steps, as chexseg_paper --student_steps; default: their
+# teachers'), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished ones),
 # RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run again, so two capped leases add
 # up to the whole paper), STACK (auto: train each run's trials at once if bench_stacked.py, run first for a few
 # seconds, finds that at least 15% faster on this device; 1: always; 0: never), WORK (.devrun/work: every stage's
@@ -89,7 +90,7 @@ run|bench)
   echo "paper capped at $PAPER_CAP_S s" >> "$OUT/paper.log"
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=10 "$PAPER_CAP_S" python3 -c "from chexseg.paper import chexseg_paper; import sys; chexseg_paper(sys.argv[1:])" \
-    --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} ${SET:+--set $SET} $stack_flag 2>&1 \
+    --scale "$SCALE" --workers "$WORKERS" --root "$work/runs" --figures "$work/figures" ${STAGES:+--stages $STAGES} ${SET:+--set $SET} ${STUDENT_STEPS:+--student_steps $STUDENT_STEPS} $stack_flag 2>&1 \
     | progress_bars_out >> "$OUT/paper.log" || echo "paper run stopped: exit ${PIPESTATUS[0]}" >> "$OUT/paper.log"
   pkill -f 'nvidia-smi dmon' || true
   pkill -f ipykernel_launcher || true   # kernels a capped run left training (its driver waits for them only until SIGKILL)
@@ -101,5 +102,5 @@ run|bench)
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,20p' "$0"; exit 2 ;;
+  sed -n '2,21p' "$0"; exit 2 ;;
 esac

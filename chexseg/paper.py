@@ -199,9 +199,11 @@ def summary(folder: str | Path, meta: dict) -> str:
     claims = pd.DataFrame([dict(claim=c, verdict=v, evidence=e) for c, (v, e) in ((c, f(res)) for c, f in CLAIMS.items())])
     stages = stage_table(folder, meta.get('stages') or {})
     profile = time_profile(folder, meta.get('stages'))
+    distilled = stage_metas(folder).get('distill', {})            # the students' steps as they ran (the teachers': `steps`)
+    settings = dict(meta['settings'], student_steps=distilled['student_steps']) if 'student_steps' in distilled else meta['settings']
     return (f"# CheXseg reproduced on {data_label(meta)} ({meta['scale']} scale)\n\n"
             f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}, wall time of this run {meta['wall_s']} s.\n"
-            f"Settings: {', '.join(f'{k}={v}' for k, v in meta['settings'].items())}.\n\n"
+            f"Settings: {', '.join(f'{k}={v}' for k, v in settings.items())}.\n\n"
             "## Headline mIoU (test set, mean over the ten pathologies; mean over trials [mean of the trials' 95% CIs])\n\n"
             f"{markdown_table(headline(res['sweep'], res['distill']).drop(columns='reproduced'))}\n"
             "## The paper's claims on this data\n\n"
@@ -286,23 +288,26 @@ def feed_pool(pool: KernelPool, groups: dict, out: Path, device=None):
 # %% ../nbs/08_paper.ipynb #ccacb7d9
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
                workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None,
-               settings: dict | None = None) -> Path:
+               settings: dict | None = None, student_steps: int | None = None) -> Path:
     """Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`; with
     `stack_trials` the sweep's and the encoder study's runs train their trials at once; with `data_root`, on that
     CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`; `settings`: sizes over the scale's for every
-    stage, e.g. `{'n_val': 34}`); return the summary's path."""
+    stage, e.g. `{'n_val': 34}`; `student_steps`: the distillation students' training steps, by default their teachers');
+    return the summary's path."""
     t0 = time.perf_counter()
     unknown = set(stages) - set(STAGES)
     if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
     sizes = size_settings(settings)
     cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root, **sizes)
+    if student_steps is not None and not (isinstance(student_steps, int) and student_steps >= 1):
+        raise ValueError(f"student_steps must be a whole number of steps, at least 1, got {student_steps!r}")
     figures, root = Path(figures).resolve(), Path(root).resolve()
     name = output_name(cfg)
     out, executed = figures/name, root/'paper'/name/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
                                         data_root=cfg['data_root'], **sizes),
-             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers, settings=sizes), executed),
+             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers, settings=sizes, steps=student_steps), executed),
              'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials, settings=sizes), executed),
              'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
     log = {}
@@ -343,8 +348,10 @@ def chexseg_paper(argv=None):
     ap.add_argument('--sources', nargs='+', default=list(WEAK_SOURCES), choices=WEAK_SOURCES)
     ap.add_argument('--device')
     ap.add_argument('--stack_trials', action='store_true', help="the sweep's and the encoder study's runs train their trials at once (see benchmarks/bench_stacked.py)")
+    ap.add_argument('--student_steps', type=int, help="training steps of each distillation student (default: its teacher's); "
+                    "students learn the rare, small findings far more slowly than their teachers (see 05_distill)")
     a = add_data_arguments(ap).parse_args(argv)
     try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
-                           a.data_root, dict(a.set))
+                           a.data_root, dict(a.set), a.student_steps)
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")
     print(path.read_text())

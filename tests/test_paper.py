@@ -4,7 +4,8 @@ from chexseg.paper import KERNEL_OVERHEAD, RUNS_STAGE, STAGE_WALL, regenerate, S
 
 
 def test_smoke_paper(tmp_path):
-    summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', workers=2, ps=[0, 0.9, 1], sources=['cam'])
+    summary = regenerate('smoke', figures=tmp_path/'figures', root=tmp_path/'runs', workers=2, ps=[0, 0.9, 1], sources=['cam'],
+                         student_steps=3)
     out = tmp_path/'figures'/'smoke'
     meta = json.loads((out/'paper.json').read_text())
     assert {k: v['status'] for k, v in meta['stages'].items()} == {k: 'ok' for k in (RUNS_STAGE, *STAGES)}
@@ -14,7 +15,9 @@ def test_smoke_paper(tmp_path):
     for name in ('figure2.png', 'table1.csv', 'figure3.png', 'distill_results.csv', 'figure4.png', 'table2.md',
                  'encoder_results.csv', 'figure5.png', 'figure5_table.csv'):
         assert (out/name).exists(), name
+    assert json.loads((out/'distill.json').read_text())['student_steps'] == 3      # the students' steps reach 05_distill
     text = summary.read_text()
+    assert 'steps=2, stack_trials=False, student_steps=3.' in text                # the teachers' and the students' steps
     assert 'CheXseg reproduced on the synthetic phantom (smoke scale)' in text
     assert '| CheXseg, CAM, p = 0.9 | 0.299 | 0.' in text             # a reproduced number beside the paper's
     assert '| not run |' not in text, text                          # every claim was checked
