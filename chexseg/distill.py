@@ -29,12 +29,13 @@ from .metrics import paired_bootstrap
 from .sweep import add_data_arguments, kernel_threads, provenance_caption, results_key, save_figure, write_table
 
 # %% auto #0
-__all__ = ['DISTILL_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows', 'render_images',
-           'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits', 'teacher_logits',
-           'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings', 'distill_rows',
-           'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
+__all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows',
+           'render_images', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
+           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
+           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
            'distill_init_job', 'distill_in_processes', 'run_distillation', 'distill_table', 'figure3',
-           'write_distill_outputs', 'chexseg_distill']
+           'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve', 'curve_table',
+           'plot_student_curve', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -311,6 +312,80 @@ def write_distill_outputs(results: pd.DataFrame, out: Path, meta: dict):
     write_table(distill_table(results), out/'distill_table', 'Distillation: teachers and students (mIoU, mean over trials)', caption)
     with atomic_write_path(out/'distill_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'distill.json', indent=2)
+
+# %% ../nbs/05_distill.ipynb #c502f3f6
+CURVE_COLUMNS = ['steps', 'tau', *DISTILL_COLUMNS]
+
+def check_checkpoints(checkpoints) -> list[int]:
+    "The step counts at which `student_curve` scores its student, checked (whole numbers, at least 1) and sorted."
+    given = np.atleast_1d(checkpoints).tolist()
+    bad = [s for s in given if not (isinstance(s, (int, float)) and float(s).is_integer() and s >= 1)]
+    if bad or not given: raise ValueError(f"checkpoints must be whole numbers of steps, at least 1, got {bad or given}")
+    return sorted({int(s) for s in given})
+
+def curve_rows_done(out: Path) -> dict:
+    "The rows of the checkpoints already scored in `out` (an earlier call), by step count."
+    f = out/'curve.csv'
+    return {} if not f.exists() else {int(s): g for s, g in pd.read_csv(f).groupby('steps')}
+
+def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'random', trial: int = 0, fraction: float = 0.1,
+                  tau: float = 10., lr: float = 1e-3, root: str | Path = 'runs', device=None, min_unlabeled: int = 4) -> pd.DataFrame:
+    """The teacher of `init` and `trial` and one student trained on its outputs on `fraction` of the pool, scored after
+    each of `checkpoints` steps: long rows like `run_distillation`'s (`CURVE_COLUMNS`), with the student's step count
+    and temperature (the teacher's: its own steps, no temperature)."""
+    checkpoints = check_checkpoints(checkpoints)
+    [fraction] = check_distill_args(fraction, 1, checkpoints[-1], tau, min_unlabeled)
+    device = get_device(device)
+    ctx = distill_setup(cfg, [init], [fraction], root, device, min_unlabeled)
+    tcfg, up, seed, n = teacher_config(cfg, init), ctx['ups'][init], cfg['seed'] + trial, ctx['sizes'][fraction]
+    teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, ctx['val'], ctx['test'], device)
+    rows = [distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0).assign(steps=tcfg['steps'], tau=np.nan)]
+    pool = dict(spec=ctx['pool_spec'], seed=seed)
+    out = run_dir(root, 'student_curve', dict(student_settings(tcfg, up, t_weights, pool, n, trial, checkpoints[-1], lr, tau),
+                                              checkpoints=checkpoints))
+    done = curve_rows_done(out)
+    todo = [s for s in checkpoints if s not in done]
+    if todo:
+        images = trial_images(ctx, seed, device)[:n]
+        data = MaskSet(images, cached_teacher_logits(teacher, t_weights, images, dict(pool, n=len(images)), root, device))
+        seed_everything(seed)
+        model = init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
+        loss = partial(distill_step, upsample=logit_upsampler(model), tau=tau)
+    for s in todo:
+        with timed_phase('student training'):           # from the last checkpoint's state (`fit` resumes from `out`)
+            fit(model, data, loss, steps=s, batch_size=cfg['batch_size'], lr=lr, out_dir=out, seed=seed, device=device,
+                ckpt_every=checkpoints[-1], desc=f'student {init}, to step {s}')
+            recompute_batchnorm(model, data, batch_size=cfg['batch_size'], seed=seed, device=device)
+        res = evaluate_segmenter(model, ctx['val'], ctx['test'], cfg['n_boot'], seed, device)
+        done[s] = distill_rows(res['summary'], tcfg, trial, 'student', fraction, n).assign(steps=s, tau=tau)[CURVE_COLUMNS]
+        if is_main_process():
+            with atomic_write_path(out/'curve.csv') as f: pd.concat(done.values()).to_csv(f, index=False)
+    return pd.concat([*rows, *(done[s] for s in checkpoints)], ignore_index=True)[CURVE_COLUMNS]
+
+# %% ../nbs/05_distill.ipynb #14d15e65
+def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
+    "One row per model of `student_curve`'s rows: test IoU per pathology, the mean over those marked, how many are marked."
+    label = lambda r: 'teacher' if r.model == 'teacher' else f"student, {r.steps:,} steps" + (f", tau = {r.tau:g}" if r.tau != 10 else '')
+    wide = curve.assign(row=curve.apply(label, axis=1)).pivot(index='row', columns='pathology', values='miou')
+    wide = wide.loc[list(dict.fromkeys(curve.apply(label, axis=1)))][[*PATHOLOGIES, 'mean']]
+    return wide.assign(marked=wide[list(PATHOLOGIES)].notna().sum(axis=1)).rename_axis(None).rename_axis(None, axis=1)
+
+def plot_student_curve(curve: pd.DataFrame, title: str = ''):
+    "Pathologies marked and mIoU over them (CI bars) against the student's steps; the teacher's as dashed lines."
+    import matplotlib.pyplot as plt
+    mean = curve[curve.pathology == 'mean'].set_index('model', append=True)
+    student, teacher = curve[curve.model == 'student'], curve[curve.model == 'teacher']
+    marked = lambda rows: rows[(rows.pathology != 'mean') & (rows.n_images > 0)].groupby('steps').size()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    m = marked(student).reindex(sorted(student.steps.unique()), fill_value=0)
+    a.plot(m.index, m.values, marker='o', label='student'); a.axhline(marked(teacher).sum(), ls='--', color='k', label='teacher')
+    a.set(xlabel="student's training steps", ylabel='pathologies marked', ylim=(0, len(PATHOLOGIES) + .5)); a.legend(fontsize=8)
+    s, t = student[student.pathology == 'mean'].set_index('steps'), teacher[teacher.pathology == 'mean'].iloc[0]
+    b.errorbar(s.index, s.miou, yerr=np.clip([s.miou - s.lower, s.upper - s.miou], 0, None), marker='o', capsize=4, label='student')
+    b.axhline(t.miou, ls='--', color='k', label='teacher'); b.axhspan(t.lower, t.upper, color='k', alpha=.07)
+    b.set(xlabel="student's training steps", ylabel='mIoU over the pathologies marked'); b.legend(fontsize=8)
+    fig.suptitle(title or 'How long a student needs'); fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_distill.ipynb #8ffc4cff
 def chexseg_distill(argv=None):
