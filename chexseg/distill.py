@@ -35,7 +35,7 @@ __all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction',
            'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
            'distill_init_job', 'distill_in_processes', 'run_distillation', 'distill_table', 'figure3',
            'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve', 'curve_table',
-           'plot_student_curve', 'chexseg_distill']
+           'pathologies_marked', 'plot_student_curve', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -370,18 +370,23 @@ def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
     wide = wide.loc[list(dict.fromkeys(curve.apply(label, axis=1)))][[*PATHOLOGIES, 'mean']]
     return wide.assign(marked=wide[list(PATHOLOGIES)].notna().sum(axis=1)).rename_axis(None).rename_axis(None, axis=1)
 
+def pathologies_marked(rows: pd.DataFrame) -> int:
+    "How many pathologies the rows of one model (one step count) score on at least one image."
+    return int(((rows.pathology != 'mean') & (rows.n_images > 0)).sum())
+
 def plot_student_curve(curve: pd.DataFrame, title: str = ''):
-    "Pathologies marked and mIoU over them (CI bars) against the student's steps; the teacher's as dashed lines."
+    "Pathologies marked and mIoU over them (CI bars) against the students' steps, a line per temperature; the teacher's dashed."
     import matplotlib.pyplot as plt
-    mean = curve[curve.pathology == 'mean'].set_index('model', append=True)
-    student, teacher = curve[curve.model == 'student'], curve[curve.model == 'teacher']
-    marked = lambda rows: rows[(rows.pathology != 'mean') & (rows.n_images > 0)].groupby('steps').size()
+    teacher = curve[curve.model == 'teacher']
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    m = marked(student).reindex(sorted(student.steps.unique()), fill_value=0)
-    a.plot(m.index, m.values, marker='o', label='student'); a.axhline(marked(teacher).sum(), ls='--', color='k', label='teacher')
+    for tau, g in curve[curve.model == 'student'].groupby('tau'):
+        label, steps = f'student, tau = {tau:g}', sorted(g.steps.unique())
+        a.plot(steps, [pathologies_marked(g[g.steps == s]) for s in steps], marker='o', label=label)
+        s = g[g.pathology == 'mean'].set_index('steps').loc[steps]
+        b.errorbar(s.index, s.miou, yerr=np.clip([s.miou - s.lower, s.upper - s.miou], 0, None), marker='o', capsize=4, label=label)
+    t = teacher[teacher.pathology == 'mean'].iloc[0]
+    a.axhline(pathologies_marked(teacher), ls='--', color='k', label='teacher')
     a.set(xlabel="student's training steps", ylabel='pathologies marked', ylim=(0, len(PATHOLOGIES) + .5)); a.legend(fontsize=8)
-    s, t = student[student.pathology == 'mean'].set_index('steps'), teacher[teacher.pathology == 'mean'].iloc[0]
-    b.errorbar(s.index, s.miou, yerr=np.clip([s.miou - s.lower, s.upper - s.miou], 0, None), marker='o', capsize=4, label='student')
     b.axhline(t.miou, ls='--', color='k', label='teacher'); b.axhspan(t.lower, t.upper, color='k', alpha=.07)
     b.set(xlabel="student's training steps", ylabel='mIoU over the pathologies marked'); b.legend(fontsize=8)
     fig.suptitle(title or 'How long a student needs'); fig.tight_layout()

@@ -18,7 +18,7 @@ from .core import autocast, get_device, in_test, load_state, save_state, to_devi
 
 # %% auto #0
 __all__ = ['step_indices', 'indices_on', 'get_batch', 'dataset_batches', 'Prerendered', 'on_device_if_cuda', 'init_distributed',
-           'is_main_process', 'fit', 'fit_stacked', 'recompute_batchnorm']
+           'is_main_process', 'random_state', 'set_random_state', 'fit', 'fit_stacked', 'recompute_batchnorm']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -89,6 +89,15 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 # %% ../nbs/00a_train.ipynb #00734907
+def random_state(device: torch.device) -> dict:
+    "The states of the random generators that training draws on (dropout): the CPU's, and the device's on CUDA."
+    return {'cpu': torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state(device)} if device.type == 'cuda' else {})}
+
+def set_random_state(state: dict, device: torch.device):
+    "Put back what `random_state` saved (a state file written before it existed holds none: nothing to put back)."
+    if 'cpu' in state: torch.set_rng_state(state['cpu'])
+    if 'cuda' in state and device.type == 'cuda': torch.cuda.set_rng_state(state['cuda'], device)
+
 def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: int, batch_size: int, lr: float,
         out_dir: str | Path | None = None, seed: int = 0, device=None, optimizer: str = 'adam',
         ckpt_every: int = 100, lr_at: Callable[[int], float] | None = None, weight_decay: float = 0.0,
@@ -104,7 +113,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: i
     if state_path is not None and state_path.exists():
         state = load_state(state_path)
         model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
-        step, losses = state['step'], list(state['losses'])
+        step, losses = state['step'], list(state['losses']); set_random_state(state.get('rng', {}), device)
         if is_main_process(): print(f"{desc}: resumed from {state_path} at step {step}/{steps}")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     net.train()
@@ -123,7 +132,8 @@ def fit(model: torch.nn.Module, dataset: Dataset, loss_fn: Callable, *, steps: i
         checkpoint = state_path is not None and (step % ckpt_every == 0 or step == steps) and is_main_process()
         if checkpoint or step % 20 == 0: flush()
         if checkpoint:
-            save_state({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step, 'losses': losses}, state_path)
+            save_state({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step, 'losses': losses,
+                        'rng': random_state(device)}, state_path)
         if stop_after is not None and step >= stop_after: break
     flush(); bar.close()
     return losses
