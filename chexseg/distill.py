@@ -366,8 +366,8 @@ def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'ran
 def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
     "One row per model of `student_curve`'s rows: test IoU per pathology, the mean over those marked, how many are marked."
     label = lambda r: 'teacher' if r.model == 'teacher' else f"student, {r.steps:,} steps" + (f", tau = {r.tau:g}" if r.tau != 10 else '')
-    wide = curve.assign(row=curve.apply(label, axis=1)).pivot(index='row', columns='pathology', values='miou')
-    wide = wide.loc[list(dict.fromkeys(curve.apply(label, axis=1)))][[*PATHOLOGIES, 'mean']]
+    rows = curve.apply(label, axis=1)
+    wide = curve.assign(row=rows).pivot(index='row', columns='pathology', values='miou').loc[list(dict.fromkeys(rows))][[*PATHOLOGIES, 'mean']]
     return wide.assign(marked=wide[list(PATHOLOGIES)].notna().sum(axis=1)).rename_axis(None).rename_axis(None, axis=1)
 
 def pathologies_marked(rows: pd.DataFrame) -> int:
