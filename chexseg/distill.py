@@ -31,11 +31,11 @@ from .sweep import add_data_arguments, kernel_threads, provenance_caption, resul
 # %% auto #0
 __all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows',
            'render_images', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
-           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'train_student', 'student_settings',
-           'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images', 'distill_trial_dir', 'distill_init',
-           'distill_init_job', 'distill_in_processes', 'run_distillation', 'distill_table', 'figure3',
-           'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve', 'curve_table',
-           'pathologies_marked', 'plot_student_curve', 'chexseg_distill']
+           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'new_student', 'train_student',
+           'student_settings', 'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images',
+           'distill_trial_dir', 'distill_init', 'distill_init_job', 'distill_in_processes', 'run_distillation',
+           'distill_table', 'figure3', 'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve',
+           'curve_table', 'pathologies_marked', 'plot_student_curve', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -115,6 +115,12 @@ def distill_step(net, batch: dict, upsample: torch.nn.Module, tau: float = 10.) 
     if x.is_cuda: x = x.contiguous(memory_format=torch.channels_last)
     return distill_loss(net(x), upsample(batch['mask'].float()), tau)
 
+def new_student(encoder: str, init: str, init_weights, tau: float, seed: int) -> tuple:
+    "A student before training, seeded and initialised like its teacher's encoder, and its distillation loss: `(model, loss_fn)`."
+    seed_everything(seed)
+    model = init_encoder(build_segmenter(encoder), init, init_weights, encoder)
+    return model, partial(distill_step, upsample=logit_upsampler(model), tau=tau)
+
 @timed_phase('student training')
 def train_student(images: torch.Tensor, targets: torch.Tensor, out_dir: str | Path, *, encoder: str = 'resnet18',
                   init: str = 'random', init_weights=None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3,
@@ -124,9 +130,7 @@ def train_student(images: torch.Tensor, targets: torch.Tensor, out_dir: str | Pa
     if weights.exists():
         model, meta = load_segmenter(weights, encoder)
         return model, meta.get('losses', [])
-    seed_everything(seed)
-    model = init_encoder(build_segmenter(encoder), init, init_weights, encoder)
-    step = partial(distill_step, upsample=logit_upsampler(model), tau=tau)
+    model, step = new_student(encoder, init, init_weights, tau, seed)
     data = MaskSet(images, targets)
     losses = fit(model, data, step, steps=steps, batch_size=batch_size, lr=lr, out_dir=out_dir,
                  seed=seed, device=device, ckpt_every=ckpt_every, desc=desc)
@@ -339,7 +343,7 @@ def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'ran
     ctx = distill_setup(cfg, [init], [fraction], root, device, min_unlabeled)
     tcfg, up, seed, n = teacher_config(cfg, init), ctx['ups'][init], cfg['seed'] + trial, ctx['sizes'][fraction]
     teacher, t_res, t_weights = fit_teacher(tcfg, up, trial, root, ctx['val'], ctx['test'], device)
-    rows = [distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0).assign(steps=tcfg['steps'], tau=np.nan)]
+    teacher_rows = distill_rows(t_res['summary'], tcfg, trial, 'teacher', 0.0, 0).assign(steps=tcfg['steps'], tau=np.nan)
     pool = dict(spec=ctx['pool_spec'], seed=seed)
     out = run_dir(root, 'student_curve', dict(student_settings(tcfg, up, t_weights, pool, n, trial, checkpoints[-1], lr, tau),
                                               checkpoints=checkpoints))
@@ -348,9 +352,7 @@ def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'ran
     if todo:
         images = trial_images(ctx, seed, device)[:n]
         data = MaskSet(images, cached_teacher_logits(teacher, t_weights, images, dict(pool, n=len(images)), root, device))
-        seed_everything(seed)
-        model = init_encoder(build_segmenter(cfg['encoder']), init, encoder_weights(up), cfg['encoder'])
-        loss = partial(distill_step, upsample=logit_upsampler(model), tau=tau)
+        model, loss = new_student(cfg['encoder'], init, encoder_weights(up), tau, seed)
     for s in todo:
         with timed_phase('student training'):           # from the last checkpoint's state (`fit` resumes from `out`)
             fit(model, data, loss, steps=s, batch_size=cfg['batch_size'], lr=lr, out_dir=out, seed=seed, device=device,
@@ -360,7 +362,7 @@ def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'ran
         done[s] = distill_rows(res['summary'], tcfg, trial, 'student', fraction, n).assign(steps=s, tau=tau)[CURVE_COLUMNS]
         if is_main_process():
             with atomic_write_path(out/'curve.csv') as f: pd.concat(done.values()).to_csv(f, index=False)
-    return pd.concat([*rows, *(done[s] for s in checkpoints)], ignore_index=True)[CURVE_COLUMNS]
+    return pd.concat([teacher_rows, *(done[s] for s in checkpoints)], ignore_index=True)[CURVE_COLUMNS]
 
 # %% ../nbs/05_distill.ipynb #14d15e65
 def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
