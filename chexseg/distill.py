@@ -35,7 +35,8 @@ __all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction',
            'student_settings', 'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images',
            'distill_trial_dir', 'distill_init', 'distill_init_job', 'distill_in_processes', 'run_distillation',
            'distill_table', 'figure3', 'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve',
-           'curve_table', 'pathologies_marked', 'plot_student_curve', 'chexseg_distill']
+           'curve_table', 'pathologies_marked', 'plot_student_curve', 'write_curve_outputs', 'curve_stem',
+           'student_curves', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -394,19 +395,66 @@ def plot_student_curve(curve: pd.DataFrame, title: str = ''):
     fig.suptitle(title or 'How long a student needs'); fig.tight_layout()
     return fig
 
+# %% ../nbs/05_distill.ipynb #51122a13
+def write_curve_outputs(curve: pd.DataFrame, stem: Path, meta: dict, title: str):
+    "The curve's figure (`stem.png`, `.svg`), its `curve_table` (`stem_table.csv`, `.md`), its rows (`stem.csv`) and `meta` (`stem.json`)."
+    import matplotlib.pyplot as plt
+    stem = Path(stem); stem.parent.mkdir(parents=True, exist_ok=True)
+    caption = provenance_caption(f"student_curve, {title}", meta)
+    fig = plot_student_curve(curve, title); save_figure(fig, stem, caption); plt.close(fig)
+    write_table(curve_table(curve).round(3), stem.with_name(stem.name + '_table'), 'How long a student needs', caption)
+    with atomic_write_path(stem.with_suffix('.csv')) as f: curve.to_csv(f, index=False)
+    write_json(meta, stem.with_suffix('.json'), indent=2)
+
+def curve_stem(figures: str | Path, cfg: dict, init: str, trial: int, fraction: float) -> Path:
+    "Where `student_curves` writes one curve: `figures/<scale>/student_curve_<init>_trial<k>_<percent>pct` (no dot in the name)."
+    return Path(figures)/output_name(cfg)/f"student_curve_{init}_trial{trial}_{fraction * 100:g}pct".replace('.', '_')
+
+def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), taus=(10.,), trial: int = 0, lr: float = 1e-3,
+                   root: str | Path = 'runs', device=None, min_unlabeled: int = 4, figures: str | Path = 'figures') -> dict:
+    """`student_curve` of every initialisation in `inits` and fraction in `fractions`, a line per temperature in `taus`
+    (the first one's with its teacher), each written by `write_curve_outputs` at `curve_stem`; the curves by stem."""
+    checkpoints = check_checkpoints(checkpoints)
+    if not len(taus): raise ValueError("no temperature given")
+    for tau in taus: fractions = check_distill_args(fractions, 1, checkpoints[-1], tau, min_unlabeled)
+    if int(trial) < 0: raise ValueError(f"trial must be 0 or more, got {trial}")
+    use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
+    if skipped or not use: raise ValueError(f"no curve can be drawn for the initialisations {skipped or list(inits)}")
+    curves = {}
+    for init in use:
+        for fraction in fractions:
+            t0 = time.perf_counter()
+            lines = [student_curve(cfg, checkpoints, init, trial, fraction, tau, lr, root, device, min_unlabeled) for tau in taus]
+            curve = pd.concat([lines[0], *(l[l.model == 'student'] for l in lines[1:])], ignore_index=True)
+            n = int(curve[curve.model == 'student'].n_unlabeled.iloc[0])
+            meta = dict(settings=cfg, init=init, trial=trial, fraction=fraction, checkpoints=checkpoints, taus=list(taus),
+                        **provenance(device, time.perf_counter() - t0))
+            stem = curve_stem(figures, cfg, init, trial, fraction)
+            if is_main_process(): write_curve_outputs(curve, stem, meta, f"{cfg['scale']} scale, {init} init, trial {trial}, {n:,} unlabeled films")
+            curves[stem] = curve
+    return curves
+
 # %% ../nbs/05_distill.ipynb #8ffc4cff
 def chexseg_distill(argv=None):
-    "Console entry point of the distillation experiment (figure 3)."
+    "Console entry point of the distillation experiment (figure 3), or with `--curve` of `student_curves`."
     ap = argparse.ArgumentParser(prog='chexseg_distill', description=run_distillation.__doc__)
     ap.add_argument('--scale', default='auto'); ap.add_argument('--fractions', type=float, nargs='+', default=[0.01, 0.1])
     ap.add_argument('--inits', nargs='+', default=['random', 'moco', 'chexpert'])
     for k in ('trials', 'steps', 'size', 'seed', 'n_test', 'n_classifier'): ap.add_argument(f'--{k}', type=int)
     ap.add_argument('--min_unlabeled', type=int, default=4)
-    ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--tau', type=float, default=10.)
+    ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--tau', type=float, nargs='+', default=[10.], help='one; or several with --curve, a line each')
     ap.add_argument('--root', default='runs'); ap.add_argument('--figures', default='figures')
     ap.add_argument('--device'); ap.add_argument('--workers', type=int, default=1, help='initialisations trained at once, each in its own process')
+    ap.add_argument('--curve', type=int, nargs='+', metavar='STEPS', help="instead of the experiment: the students' curve, scored after each of these steps")
+    ap.add_argument('--trial', type=int, default=0, help="with --curve: the trial whose teacher the student learns from")
     a = add_data_arguments(ap).parse_args(argv)
     cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
                                                                n_classifier=a.n_classifier, data_root=a.data_root))
-    res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau, a.min_unlabeled, a.figures, a.workers)
+    if a.curve:
+        for stem, curve in student_curves(cfg, a.curve, a.inits, a.fractions, a.tau, a.trial, a.lr, a.root, a.device,
+                                          a.min_unlabeled, a.figures).items():
+            print(f"{stem}:\n{curve_table(curve).round(3).to_string()}")
+        return
+    if len(a.tau) > 1: raise ValueError(f"one --tau for the experiment (several only with --curve), got {a.tau}")
+    res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau[0], a.min_unlabeled, a.figures, a.workers)
     print(distill_table(res).round(3).to_string())
