@@ -451,6 +451,8 @@ def chexseg_distill(argv=None):
     cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
                                                                n_classifier=a.n_classifier, data_root=a.data_root))
     if a.curve:
+        ignored = [f'--{k}' for k, v in (('steps', a.steps), ('trials', a.trials), ('workers', a.workers != 1)) if v]
+        if ignored: raise ValueError(f"{' and '.join(ignored)} set the experiment, not --curve (its checkpoints are its steps; --trial its trial)")
         for stem, curve in student_curves(cfg, a.curve, a.inits, a.fractions, a.tau, a.trial, a.lr, a.root, a.device,
                                           a.min_unlabeled, a.figures).items():
             print(f"{stem}:\n{curve_table(curve).round(3).to_string()}")
