@@ -18,8 +18,8 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
                           write_json, read_json)
 
 # %% auto #0
-__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'image_id', 'mask_to_rle',
-           'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks',
+__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json', 'image_id',
+           'mask_to_rle', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks',
            'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask', 'annotation_to_masks',
            'read_annotation_json', 'write_annotation_json', 'read_chexpert_csv', 'write_chexpert_csv',
            'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item',
@@ -34,6 +34,11 @@ def _where(path=None, cxr_id=None, pathology=None) -> str:
     parts = [str(path) if path is not None else None, f"image {cxr_id!r}" if cxr_id is not None else None,
              repr(pathology) if pathology is not None else None]
     return ', '.join(p for p in parts if p) or 'input'
+
+def read_data_json(path: str | Path):
+    "The JSON in the data file `path`; a malformed one raises `DataFormatError`, like every other format error here."
+    try: return read_json(path)
+    except ValueError as e: raise DataFormatError(str(e)) from None
 
 # %% ../nbs/01_data.ipynb #a091c348
 def image_id(path: str) -> str:
@@ -182,7 +187,7 @@ def _check_segmentation(seg, path=None) -> dict:
 
 def read_segmentation_json(path: str | Path) -> dict:
     "Read and validate a CheXlocalize segmentation JSON `{cxr_id: {pathology: rle}}` (errors name file and id)."
-    return _check_segmentation(read_json(path), path)
+    return _check_segmentation(read_data_json(path), path)
 
 def write_segmentation_json(seg: dict, path: str | Path):
     "Validate `seg` `{cxr_id: {pathology: rle}}` and write it atomically, each entry with all 10 pathologies."
@@ -238,7 +243,7 @@ def annotation_to_masks(entry: dict, path=None, cxr_id=None) -> np.ndarray:
 
 def read_annotation_json(path: str | Path) -> dict:
     "Read and validate a CheXlocalize polygon annotation JSON (errors name the file and image id)."
-    return _check_annotation(read_json(path), path)
+    return _check_annotation(read_data_json(path), path)
 
 def write_annotation_json(ann: dict, path: str | Path):
     "Validate and atomically write a polygon annotation dict `{cxr_id: {'img_size': [h, w], pathology: polygons}}`."
@@ -330,7 +335,7 @@ class Letterbox:
 
     @classmethod
     def load(cls, path: str | Path) -> Letterbox:
-        try: return cls.from_dict(read_json(path))
+        try: return cls.from_dict(read_data_json(path))
         except DataFormatError as e: raise DataFormatError(f"{path}: {e}") from None
 
 def _resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
 from .data import (DataFormatError, annotation_to_masks, chexlocalize_files, masks_to_segmentation,
-                          read_annotation_json, read_segmentation_json)
+                          read_annotation_json, read_data_json, read_segmentation_json)
 from .metrics import ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
 from .phantom import PhantomConfig, phantom_split
 from .sweep import markdown_table, save_figure
@@ -53,7 +53,7 @@ def phantom_reader_iou(n: int, size: int, seed: int = 0, cfg: PhantomConfig | No
 # %% ../nbs/07_radiologists.ipynb #a53eefcc
 def segmentation_from_json(path: str | Path) -> dict:
     "`{cxr_id: {pathology: rle}}` from a CheXlocalize JSON of either kind: RLE segmentations or polygon annotations."
-    raw = read_json(path)
+    raw = read_data_json(path)
     first = next(iter(raw.values()), None) if isinstance(raw, dict) else None
     if not (isinstance(first, dict) and 'img_size' in first): return read_segmentation_json(path)
     return {cxr_id: masks_to_segmentation(annotation_to_masks(entry, path, cxr_id))
