@@ -335,7 +335,8 @@ class Letterbox:
 
     @classmethod
     def load(cls, path: str | Path) -> Letterbox:
-        try: return cls.from_dict(read_data_json(path))
+        d = read_data_json(path)                                  # its errors name the file already
+        try: return cls.from_dict(d)
         except DataFormatError as e: raise DataFormatError(f"{path}: {e}") from None
 
 def _resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
