@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
                           autocast, to_device, save_weights, load_weights, run_dir, write_json)
-from .train import dataset_batches, fit, is_main_process, on_device_if_cuda
+from .train import closing_process_group, dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
 # %% auto #0
@@ -214,13 +214,11 @@ def chexseg_train_classifier(argv=None):
     "Console entry point: train a classifier (or find it cached) and print the path of its weights."
     args = _train_parser().parse_args(argv)
     spec = data_spec(args)
-    try:
+    with closing_process_group():
         path = train_classifier(dataset_from_spec(spec), args.out, spec, arch=args.arch, labels=args.labels, lr=args.lr,
                                 batch_size=args.batch_size, epochs=args.epochs, ckpt_every=args.ckpt_every,
                                 seed=args.seed, bn_batch=args.bn_batch, device=args.device)
         if is_main_process(): print(path)
-    finally:
-        if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/02_classifier.ipynb #18f0b658
 @torch.no_grad()

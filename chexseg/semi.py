@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
-from .train import dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
+from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .data import chexlocalize_files
 from .phantom import phantom_spec
@@ -576,10 +576,11 @@ def chexseg_train_segmenter(argv=None):
                             steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
                             encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
     if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
-    up = prepare_upstream(cfg, a.root, a.device)
-    up['expert_set'] = in_memory(up['datasets']['expert'], a.device)
-    train_trials(cfg, up, a.root, a.device, [a.trial])
-    if is_main_process(): print(segmenter_dir(cfg, up, a.trial, a.root)/'model.safetensors')
+    with closing_process_group():
+        up = prepare_upstream(cfg, a.root, a.device)
+        up['expert_set'] = in_memory(up['datasets']['expert'], a.device)
+        train_trials(cfg, up, a.root, a.device, [a.trial])
+        if is_main_process(): print(segmenter_dir(cfg, up, a.trial, a.root)/'model.safetensors')
 
 # %% ../nbs/04_semi.ipynb #fcb68262
 def plot_predictions(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, n: int = 4):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_train.ipynb #a0b47982
 from __future__ import annotations
-import copy, math, os, time
+import contextlib, copy, math, os, time
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,8 @@ from .core import autocast, get_device, in_test, load_state, save_state, to_devi
 
 # %% auto #0
 __all__ = ['step_indices', 'indices_on', 'get_batch', 'dataset_batches', 'Prerendered', 'on_device_if_cuda', 'init_distributed',
-           'is_main_process', 'random_state', 'set_random_state', 'fit', 'fit_stacked', 'recompute_batchnorm']
+           'is_main_process', 'closing_process_group', 'random_state', 'set_random_state', 'fit', 'fit_stacked',
+           'recompute_batchnorm']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -87,6 +88,18 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
 def is_main_process() -> bool:
     "True outside DDP and on rank 0 inside it: the process that writes files and shows progress."
     return not dist.is_initialized() or dist.get_rank() == 0
+
+@contextlib.contextmanager
+def closing_process_group():
+    """Around a torchrun entry point's work: at its end every rank waits for the others, then leaves the process group
+    (not left to the interpreter's exit, where gloo's threads can abort a finished process); after an error it leaves at once."""
+    try: yield
+    except BaseException:
+        if dist.is_initialized(): dist.destroy_process_group()
+        raise
+    if dist.is_initialized():
+        dist.barrier()             # no rank tears its connections down while another still uses them
+        dist.destroy_process_group()
 
 # %% ../nbs/00a_train.ipynb #00734907
 def random_state(device: torch.device) -> dict:
