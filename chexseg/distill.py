@@ -21,7 +21,7 @@ from .core import (PATHOLOGIES, atomic_write_path, get_device, in_test, load_sta
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
 from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config,
-                          init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
+                          figures_dir, init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
                           shared_splits, summary_rows, with_settings)
 from .saliency import file_key
 from .encoders import available_inits
@@ -257,7 +257,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
                      min_unlabeled: int = 4, figures: str | Path = 'figures', workers: int = 1) -> pd.DataFrame:
     """Teachers and students for every registered init in `inits`, fraction and trial; the long results table.
     With `workers > 1` the initialisations train in that many processes at once. Writes figure 3, the table and the
-    run's JSON into `figures/<output_name>/` (the scale; `<scale>-<folder>` with a `data_root`)."""
+    run's JSON into `figures_dir` (`figures/<scale>/`; `<scale>-<folder>` with a `data_root`)."""
     t0, tally = time.perf_counter(), phase_tally()
     trials, steps = trials or cfg['trials'], steps or cfg['steps']
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
@@ -275,7 +275,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
                 teacher_targets=f"float16 coarse logits, {parts[0][1]} bytes per image", workers=workers,
                 phases_s=sum_phases([setup, *(p for _, _, p, _ in parts)]), reused=[r for *_, rs in parts for r in rs],
                 **provenance(device, time.perf_counter() - t0))
-    if is_main_process(): write_distill_outputs(results, Path(figures)/output_name(cfg), meta)
+    if is_main_process(): write_distill_outputs(results, figures_dir(figures, cfg, device), meta)
     return results
 
 # %% ../nbs/05_distill.ipynb #86874e16
@@ -406,9 +406,9 @@ def write_curve_outputs(curve: pd.DataFrame, stem: Path, meta: dict, title: str)
     with atomic_write_path(stem.with_suffix('.csv')) as f: curve.to_csv(f, index=False)
     write_json(meta, stem.with_suffix('.json'), indent=2)
 
-def curve_stem(figures: str | Path, cfg: dict, init: str, trial: int, fraction: float) -> Path:
-    "Where `student_curves` writes one curve: `figures/<scale>/student_curve_<init>_trial<k>_<percent>pct` (no dot in the name)."
-    return Path(figures)/output_name(cfg)/f"student_curve_{init}_trial{trial}_{fraction * 100:g}pct".replace('.', '_')
+def curve_stem(figures: str | Path, cfg: dict, init: str, trial: int, fraction: float, device=None) -> Path:
+    "Where `student_curves` writes one curve: `figures/<scale>/student_curve_<init>_trial<k>_<percent>pct` (no dot in the name; the folder is `figures_dir`'s)."
+    return figures_dir(figures, cfg, device)/f"student_curve_{init}_trial{trial}_{fraction * 100:g}pct".replace('.', '_')
 
 def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), taus=(10.,), trial: int = 0, lr: float = 1e-3,
                    root: str | Path = 'runs', device=None, min_unlabeled: int = 4, figures: str | Path = 'figures') -> dict:
@@ -429,7 +429,7 @@ def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), 
             n = int(curve[curve.model == 'student'].n_unlabeled.iloc[0])
             meta = dict(settings=cfg, init=init, trial=trial, fraction=fraction, checkpoints=checkpoints, taus=list(taus),
                         **provenance(device, time.perf_counter() - t0))
-            stem = curve_stem(figures, cfg, init, trial, fraction)
+            stem = curve_stem(figures, cfg, init, trial, fraction, device)
             if is_main_process(): write_curve_outputs(curve, stem, meta, f"{cfg['scale']} scale, {init} init, trial {trial}, {n:,} unlabeled films")
             curves[stem] = curve
     return curves

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
-from .semi import WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, size_settings, with_settings
+from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, figures_dir, output_name, size_settings,
+                          with_settings)
 from .sweep import KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, run_sweep, sweep_plan
 from .encoders import ENCODER_INIT_NAMES
 from .encoder_study import study_groups, study_plan
@@ -291,9 +292,9 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
                settings: dict | None = None, student_steps: int | None = None) -> Path:
     """Regenerate the paper's figures and tables at `scale` into `figures/<scale>/` (p-sweep over `ps` x `sources`; with
     `stack_trials` the sweep's and the encoder study's runs train their trials at once; with `data_root`, on that
-    CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`; `settings`: sizes over the scale's for every
-    stage, e.g. `{'n_val': 34}`; `student_steps`: the distillation students' training steps, by default their teachers');
-    return the summary's path."""
+    CheXpert + CheXlocalize folder, into `figures/<scale>-<folder name>/`; a GPU scale on a CPU into
+    `figures/<scale>-cpu/`, `figures_dir`); `settings`: sizes over the scale's for every stage, e.g. `{'n_val': 34}`;
+    `student_steps`: the distillation students' training steps, by default their teachers'); return the summary's path."""
     t0 = time.perf_counter()
     unknown = set(stages) - set(STAGES)
     if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
@@ -303,7 +304,7 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
         raise ValueError(f"student_steps must be a whole number of steps, at least 1, got {student_steps!r}")
     figures, root = Path(figures).resolve(), Path(root).resolve()
     name = output_name(cfg)
-    out, executed = figures/name, root/'paper'/name/'notebooks'
+    out, executed = figures_dir(figures, cfg, device), root/'paper'/name/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
                                         data_root=cfg['data_root'], **sizes),

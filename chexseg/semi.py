@@ -30,16 +30,17 @@ from .metrics import iou_masks, bootstrap_miou
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
-           'POOL_KEYS', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter', 'classifier_encoder_state',
-           'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet', 'MixedDataset',
-           'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter', 'new_segmenter', 'load_trained',
-           'load_segmenter', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs', 'tune_output_thresholds',
-           'resolve_scale', 'experiment_config', 'size_settings', 'with_settings', 'split_ranges', 'phantom_splits',
-           'stack_split', 'given_init_weights', 'prepare_upstream', 'rendered_split_file', 'read_rendered_split',
-           'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits', 'shared_splits', 'real_splits', 'folder_splits',
-           'data_splits', 'output_name', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
-           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
-           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'POOL_KEYS', 'GPU_SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
+           'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet',
+           'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter', 'new_segmenter',
+           'load_trained', 'load_segmenter', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs',
+           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings', 'with_settings',
+           'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
+           'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits',
+           'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'output_name', 'figures_dir', 'data_label',
+           'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix',
+           'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
+           'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -466,6 +467,14 @@ def data_splits(cfg: dict) -> dict:
 def output_name(cfg: dict) -> str:
     "The folder of a configuration's outputs under `figures/` and the drivers' run folders: its scale, and its data folder's name if it has one."
     return cfg['scale'] if cfg.get('data_root') is None else f"{cfg['scale']}-{Path(cfg['data_root']).name}"
+
+GPU_SCALES = ('gpu', 'paper')
+
+def figures_dir(figures: str | Path, cfg: dict, device=None) -> Path:
+    """Where a configuration's figures and tables go: `figures/<output_name>`, or for a GPU scale (`GPU_SCALES`) run on
+    another device `figures/<output_name>-<device type>` (e.g. `figures/gpu-cpu`), never over what a GPU made."""
+    kind = get_device(device).type
+    return Path(figures)/(output_name(cfg) if cfg['scale'] not in GPU_SCALES or kind == 'cuda' else f"{output_name(cfg)}-{kind}")
 
 def data_label(cfg: dict) -> str:
     "What a configuration's images are, as titles and summaries name them."

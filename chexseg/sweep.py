@@ -17,7 +17,7 @@ from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, ph
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
 from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
-                          keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
+                          figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
@@ -313,8 +313,8 @@ def sweep_plan(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', root: str
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
-    """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures/<output_name>`
-    (the scale; `<scale>-<folder>` with a `data_root` setting).
+    """Run 04_semi over `ps` x `sources`, then write figure 2, table 1 and the stacked results under `figures_dir`
+    (`figures/<scale>`; `<scale>-<folder>` with a `data_root` setting).
     With `collect`, run nothing: assemble the outputs from the runs already finished under `root`."""
     t0, tally = time.perf_counter(), phase_tally()
     runs, cfg, group = sweep_plan(ps, sources, scale, root, device, **settings)
@@ -328,7 +328,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
     results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
-    write_sweep_outputs(results, Path(figures)/output_name(cfg), dict(settings=cfg, runs=runs, failed=failed, new_runs=new_runs, executed_notebooks=str(executed),
+    write_sweep_outputs(results, figures_dir(figures, cfg, device), dict(settings=cfg, runs=runs, failed=failed, new_runs=new_runs, executed_notebooks=str(executed),
                                                                **runs_provenance(done, executed), phases_s=phases_since(tally),
                                                                **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
