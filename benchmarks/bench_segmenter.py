@@ -3,10 +3,12 @@ memory as the experiment does, p-mixing, batch gather, Dice loss, Adam step, all
 the bare model step on one device-resident random batch, in the same process.
 
 Goal on a GPU: the loop reaches >= 90% of the bare step (the input pipeline never starves the GPU).
+On CUDA it also prints CUDNN_RATIO: the bare step with cuDNN free to time and pick its convolutions (what
+chexseg.core.seed_everything sets) over the bare step restricted to cuDNN's deterministic convolutions.
 Usage: python benchmarks/bench_segmenter.py [--size 320 512] [--batch 16] [--steps 100]"""
 import argparse, time
 import torch
-from chexseg.core import autocast, device_name, get_device, to_device
+from chexseg.core import autocast, device_name, get_device, seed_everything, to_device
 from chexseg.phantom import PhantomDataset
 from chexseg.semi import MixedDataset, build_segmenter, dice_step, in_memory, soft_dice_loss
 from chexseg.train import fit
@@ -39,6 +41,15 @@ def loop_steps(model, device, size, batch, steps, pool=64):
     return batch * steps / (time.perf_counter() - t)
 
 
+def cudnn_ratio(device, size, batch, steps):
+    "Bare-step img/s with cuDNN's timed choice of convolutions over its deterministic ones only, each on a fresh model."
+    rates = {}
+    for deterministic in (True, False):
+        seed_everything(0, deterministic)
+        rates[deterministic] = bare_steps(to_device(build_segmenter(), device), device, size, batch, steps)
+    return rates[False] / rates[True]
+
+
 def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
@@ -51,8 +62,10 @@ if __name__ == '__main__':
     steps = a.steps or (100 if device.type == 'cuda' else 3)   # the fixed costs of a fit call (once per 300-step trial in the runs) weigh less than over 30
     print(f"device: {device_name(device)}, torch {torch.__version__}, batch {a.batch}, {steps} steps")
     for size in sizes:
-        torch.manual_seed(0)
+        seed_everything(0)      # cuDNN as every training of chexseg sets it
         bare = bare_steps(to_device(build_segmenter(), device), device, size, a.batch, steps)
         loop = loop_steps(build_segmenter(), device, size, a.batch, steps)
         print(f"{size}px: bare step {bare:.1f} img/s, chexseg loop {loop:.1f} img/s")
         print(f"RATIO: {loop / bare:.3f}  (loop / bare at {size}px; goal >= 0.9 on a GPU)")
+        if device.type == 'cuda':
+            print(f"CUDNN_RATIO: {cudnn_ratio(device, size, a.batch, steps):.3f}  (bare step, cudnn.benchmark / cudnn.deterministic at {size}px)")

@@ -48,12 +48,11 @@ def pathology_index(name: str) -> int:
     return PATHOLOGIES.index(localization_name(name))
 
 # %% ../nbs/00_core.ipynb #4636e986
-def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generator:
-    "Seed python, numpy and torch (all devices); return a torch CPU generator seeded with `seed`."
+def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
+    """Seed python, numpy and torch (all devices); return a torch CPU generator seeded with `seed`. On CUDA, cuDNN times
+    its convolutions and keeps the fastest (`cudnn.benchmark`), or with `deterministic` uses only deterministic ones."""
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = not deterministic, deterministic
     return torch.Generator().manual_seed(seed)
 
 def seed_worker(worker_id: int):
