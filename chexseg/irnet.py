@@ -455,7 +455,7 @@ def irnet_weak_masks(classifier: str | Path, target: torch.utils.data.Dataset, t
     out = run_dir(root, 'irnet_rule', key)
     if (out/'rule.json').exists(): return WeakMaskDataset(target, maps, WeakMaskRule.load(out/'rule.json'))
     tune_maps = irnet_maps(classifier, tune, tune_data, root, train, walk, batch_size, device, **train_settings)
-    rule, curve = tune_rule(tune_maps, expert_masks(tune, batch_size), method, grid, cutoffs)
+    rule, curve = tune_rule(tune_maps, expert_masks(tune, batch_size, device), method, grid, cutoffs, device=device)
     if curve is not None: write_json({'grid': list(grid), 'miou': {p: c.tolist() for p, c in zip(PATHOLOGIES, curve)}}, out/'curves.json')
     rule.save(out/'rule.json')
     return WeakMaskDataset(target, maps, rule)

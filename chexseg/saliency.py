@@ -259,15 +259,18 @@ class WeakMaskRule:
     def load(cls, path: str | Path) -> WeakMaskRule: return cls(**read_json(path))
 
 def tune_rule(maps: Maps, masks, method: str = 'threshold', grid=THRESHOLD_GRID, cutoffs: bool = True,
-              chunk: int = 8) -> tuple[WeakMaskRule, np.ndarray | None]:
-    "A `WeakMaskRule` tuned on `maps` with expert `masks` [N, 10, S, S]; and the threshold curves [10, G] (None for Otsu)."
-    size, curve = tuple(masks.shape[-2:]), None
+              chunk: int = 8, device=None) -> tuple[WeakMaskRule, np.ndarray | None]:
+    """A `WeakMaskRule` tuned on `maps` with expert `masks` [N, 10, S, S]; and the threshold curves [10, G] (None for Otsu).
+    The pixels are counted on `device`, the masks moved there a chunk at a time."""
+    size, curve, dev = tuple(masks.shape[-2:]), None, get_device(device)
+    on_dev = maps.maps.to(dev)
     if method == 'threshold':
-        thresholds, curve = tune_thresholds(maps.maps, masks, grid)
+        thresholds, curve = tune_thresholds(on_dev, masks, grid)
         rule = WeakMaskRule('threshold', thresholds.tolist())
     else: rule = WeakMaskRule(method)
     if cutoffs:
-        ov = [mask_overlaps(masks[s:s + chunk], rule.foreground(maps.maps[s:s + chunk], size)) for s in range(0, len(masks), chunk)]
+        ov = [mask_overlaps(torch.as_tensor(masks[s:s + chunk]).to(dev), rule.foreground(on_dev[s:s + chunk], size))
+              for s in range(0, len(masks), chunk)]
         ov = Overlaps(*(np.concatenate(a) for a in zip(*ov)))
         rule = WeakMaskRule(rule.method, rule.thresholds, tune_cutoffs(maps.probs.numpy(), ov).tolist())
     return rule, curve
@@ -294,13 +297,13 @@ class WeakMaskDataset(Dataset):
         "A collated batch on `device` (the wrapped dataset's own `get_batch` when it has one) with weak masks."
         return self._with_masks(get_batch(self.dataset, indices, device), torch.as_tensor(indices).cpu())
 
-def expert_masks(dataset: Dataset, batch_size: int = 32) -> torch.Tensor:
-    "The masks [N, 10, S, S] (uint8) of every item of `dataset`, which must all have expert masks."
+def expert_masks(dataset: Dataset, batch_size: int = 32, device=None) -> torch.Tensor:
+    "The masks [N, 10, S, S] (uint8, on the CPU) of every item of `dataset`, which must all have expert masks; fetched (a phantom: rendered) on `device`."
     out = []
-    for batch in dataset_batches(dataset, batch_size, torch.device('cpu')):
+    for batch in dataset_batches(dataset, batch_size, get_device(device)):
         if not torch.as_tensor(batch['has_mask']).all():
             raise ValueError(f"Tuning needs expert masks; items {[i for i, h in zip(batch['id'], batch['has_mask']) if not h][:3]} have none")
-        out.append(batch['mask'].to(torch.uint8))
+        out.append(batch['mask'].to(torch.uint8).cpu())
     return torch.cat(out)
 
 def weak_rule(classifier: str | Path, tune: Dataset, tune_data: dict, root: str | Path, method: str = 'threshold',
@@ -310,7 +313,7 @@ def weak_rule(classifier: str | Path, tune: Dataset, tune_data: dict, root: str 
     out = run_dir(root, 'weak_rule', key)
     if (out/'rule.json').exists(): return WeakMaskRule.load(out/'rule.json')
     maps = saliency_maps(classifier, tune, root, tune_data, batch_size, device)
-    rule, curve = tune_rule(maps, expert_masks(tune, batch_size), method, grid, cutoffs)
+    rule, curve = tune_rule(maps, expert_masks(tune, batch_size, device), method, grid, cutoffs, device=device)
     if curve is not None: write_json({'grid': list(grid), 'miou': {p: c.tolist() for p, c in zip(PATHOLOGIES, curve)}}, out/'curves.json')
     rule.save(out/'rule.json')
     return rule
