@@ -132,8 +132,10 @@ def claim_beats_radiologists(radiologists: pd.DataFrame | None) -> tuple[str, st
     "Verdict on 'CheXseg beats the radiologists on Atelectasis, Airspace Opacity and Pleural Effusion'."
     if radiologists is None: return 'not run', ''
     t = radiologists.set_index('pathology')
-    parts = [f"{p}: {t.loc[p, 'chexseg_minus_radiologists']:+.3f} [{t.loc[p, 'chexseg_minus_radiologists_lower']:+.3f}, "
-             f"{t.loc[p, 'chexseg_minus_radiologists_upper']:+.3f}]" for p in PAPER_BEATS_RADIOLOGISTS]
+    def difference(p):
+        d, lo, hi = (t.loc[p, f'chexseg_minus_radiologists{s}'] for s in ('', '_lower', '_upper'))
+        return f"{p}: no difference (CheXseg or the radiologists score no test film of it)" if np.isnan(d) else f"{p}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    parts = [difference(p) for p in PAPER_BEATS_RADIOLOGISTS]
     better = [p for p in PATHOLOGIES if t.loc[p, 'chexseg_minus_radiologists_lower'] > 0]
     ahead = [p for p in PATHOLOGIES if t.loc[p, 'chexseg_minus_radiologists'] > 0 and p not in better]
     ok = all(t.loc[p, 'chexseg_minus_radiologists'] > 0 for p in PAPER_BEATS_RADIOLOGISTS)
