@@ -17,10 +17,9 @@ import torch.nn.functional as F
 import torch.distributed as dist
 import torchvision
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
-                          autocast, to_device, save_weights, load_weights, run_dir, write_json)
+                          autocast, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
 from .train import closing_process_group, dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
@@ -136,7 +135,7 @@ def train_classifier(dataset: Dataset, root: str | Path, data: dict, arch: str =
     settings = dict(data=data, arch=arch, labels=labels, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed, bn_batch=bn_batch)
     out = run_dir(root, 'classifier', settings); final = out/'classifier.safetensors'
     if final.exists():
-        if is_main_process(): tqdm.write(f"classifier: cached {final}")
+        if is_main_process(): report_cached('classifier', final)
         return final
     steps = math.ceil(epochs * len(dataset) / batch_size)
     seed_everything(seed)

@@ -14,8 +14,9 @@ import torch
 __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALIZATION_TO_CHEXPERT', 'localization_name',
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
            'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
-           'run_dir', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state', 'cpu_model',
-           'device_name', 'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
+           'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state',
+           'cpu_model', 'device_name', 'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since',
+           'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -144,6 +145,17 @@ def run_dir(root: str | Path, stage: str, settings: dict) -> Path:
     d = Path(root)/stage/settings_key(settings)
     if not (d/'settings.json').exists(): write_json(settings, d/'settings.json', indent=2)
     return d
+
+# %% ../nbs/00_core.ipynb #5d923bbf
+from tqdm.auto import tqdm
+
+_REPORTED: set[str] = set()   # the cached files this process has named
+
+def report_cached(what: str, path: str | Path) -> bool:
+    "Print `<what>: cached <path>` (above any progress bar) the first time this process finds `path` cached; whether it printed."
+    if str(path) in _REPORTED: return False
+    _REPORTED.add(str(path)); tqdm.write(f"{what}: cached {path}")
+    return True
 
 # %% ../nbs/00_core.ipynb #6907ee8b
 from safetensors.torch import save_file as _st_save, load_file as _st_load

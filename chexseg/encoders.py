@@ -17,9 +17,8 @@ import torch.distributed as dist
 import segmentation_models_pytorch as smp
 from safetensors.torch import load_file as _st_load
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from .core import CheckpointError, load_state, load_weights, run_dir, save_weights, seed_everything, timed_phase
+from .core import CheckpointError, load_state, load_weights, report_cached, run_dir, save_weights, seed_everything, timed_phase
 from .train import fit, is_main_process, on_device_if_cuda
 from .classifier import GREY_MEAN, GREY_STD, one_channel
 
@@ -246,7 +245,7 @@ def pretrain_moco(dataset: Dataset, root: str | Path, data: dict, encoder: str =
                     max_rotation=max_rotation, jitter=jitter, seed=seed)
     out = run_dir(root, 'moco', settings); final = out/'moco.safetensors'
     if final.exists():
-        if is_main_process(): tqdm.write(f"moco: cached {final}")
+        if is_main_process(): report_cached('moco', final)
         return final
     seed_everything(seed)
     augment = partial(xray_augment, crop_scale=tuple(crop_scale), max_rotation=max_rotation, jitter=jitter)
