@@ -13,7 +13,8 @@ import pandas as pd
 from .core import PATHOLOGIES, atomic_write, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, figures_dir, output_name, size_settings,
                           with_settings)
-from .sweep import KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, run_sweep, sweep_plan
+from .sweep import (KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, run_sweep, sweep_groups,
+                           sweep_plan)
 from .encoders import ENCODER_INIT_NAMES
 from .encoder_study import study_groups, study_plan
 from .radiologists import reader_files
@@ -265,7 +266,8 @@ def pooled_runs(stages, cfg: dict, root: Path, device=None, ps=PAPER_PS, sources
     as `KernelPool` groups named for what waits on them: 'sweep', 'teachers' (the study's fully-supervised runs) and 'encoders'."""
     sizes, groups = sizes or {}, {}
     if 'sweep' in stages:
-        groups['sweep'] = [sweep_plan(ps, sources, cfg['scale'], root, device, stack_trials=cfg['stack_trials'], data_root=cfg['data_root'], **sizes)[2]]
+        runs, sweep_cfg, group = sweep_plan(ps, sources, cfg['scale'], root, device, stack_trials=cfg['stack_trials'], data_root=cfg['data_root'], **sizes)
+        groups['sweep'] = sweep_groups(runs, sweep_cfg, group, root, device)   # the fully supervised run trains while the weak masks are made
     if 'encoders' in stages:
         given = with_settings(sizes, stack_trials=cfg['stack_trials'], data_root=cfg['data_root'])
         plan = study_plan(cfg['scale'], ENCODER_INIT_NAMES, list(sources), None, root, device, dict(imagenet=None, moco=None), **given)

@@ -25,8 +25,8 @@ __all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMO
            'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
            'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
            'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'SemiGroup', 'stop_kernels',
-           'KernelPool', 'run_semi_jobs', 'pending_upstream', 'sweep_plan', 'run_sweep', 'write_sweep_outputs',
-           'size_pair', 'add_data_arguments', 'chexseg_sweep']
+           'KernelPool', 'run_semi_jobs', 'pending_upstream', 'upstream_builder', 'sweep_plan', 'sweep_groups',
+           'run_sweep', 'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -302,14 +302,29 @@ def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict)
     if todo and (cfg['encoder_init'] == 'chexpert' or any(r['p'] == 1 for r in todo)): need.append(dict(cfg, p=1.0))
     return need
 
+def upstream_builder(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict, root: Path, device=None) -> Callable[[], None]:
+    "What builds the upstream stages that the unfinished `jobs` of `runs` need (`pending_upstream`), and keeps the splits they share."
+    def build():
+        for c in pending_upstream(runs, jobs, cfg): keep_shared_splits(prepare_upstream(c, root, device), c, root, device)
+    return build
+
 def sweep_plan(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', root: str | Path = 'runs', device=None,
                **settings) -> tuple[list[dict], dict, SemiGroup]:
     "The runs of a sweep, its settings, and its jobs as a `SemiGroup` whose `prepare` builds the upstream stages of those not finished."
     runs, cfg, root = sweep_runs(ps, sources), experiment_config(scale, device, **settings), Path(root).resolve()
     jobs = sweep_jobs(runs, cfg, root, device, **settings)
-    def prepare():
-        for c in pending_upstream(runs, jobs, cfg): keep_shared_splits(prepare_upstream(c, root, device), c, root, device)
-    return runs, cfg, SemiGroup(jobs, root/'sweep'/output_name(cfg)/'notebooks', prepare)
+    return runs, cfg, SemiGroup(jobs, root/'sweep'/output_name(cfg)/'notebooks', upstream_builder(runs, jobs, cfg, root, device))
+
+def sweep_groups(runs: list[dict], cfg: dict, group: SemiGroup, root: str | Path, device=None) -> list[SemiGroup]:
+    """`sweep_plan`'s `group` split for a `KernelPool` by the upstream stages its runs wait for, those that need least
+    first: the fully supervised run (the encoder's classifier), then each weak source's runs (its classifier, saliency
+    maps, IRNet, weak masks). Each part builds only its own stages, so its runs train while the next part's are built."""
+    root, parts = Path(root).resolve(), []
+    for keep in [lambda r: r['p'] == 1, *(lambda r, s=s: r['p'] < 1 and r['weak_source'] == s for s in dict.fromkeys(r['weak_source'] for r in runs))]:
+        idx = [k for k, r in enumerate(runs) if keep(r)]
+        sub_runs, sub_jobs = [runs[k] for k in idx], [group.jobs[k] for k in idx]
+        if sub_jobs: parts.append(SemiGroup(sub_jobs, group.executed, upstream_builder(sub_runs, sub_jobs, cfg, root, device)))
+    return parts
 
 def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: str | Path = 'figures', root: str | Path = 'runs',
               workers: int = 1, device=None, collect: bool = False, **settings) -> pd.DataFrame:
