@@ -15,8 +15,10 @@
 # "steps=200"), STUDENT_STEPS (the distillation students' steps, as chexseg_paper --student_steps; default: their
 # teachers'), BENCH (1: run the benchmarks afterwards, stopped at LEASE_S; the table keeps the finished ones),
 # RESUME (a runs_done.tgz from an earlier lease, carried: its finished runs are not run again, so two capped leases add
-# up to the whole paper), STACK (auto: train each run's trials at once if bench_stacked.py, run first for a few
-# seconds, finds that at least 15% faster on this device; 1: always; 0: never), WORK (.devrun/work: every stage's
+# up to the whole paper), STACK (0: each run trains its trials one after another, the default, since the kernels
+# sharing the GPU already keep it busy (99-100% on 4 Dec) and stacking would have to train more images per GPU-second,
+# which bench_stacked.py, alone on an idle GPU, does not show; auto: stack if bench_stacked.py, run first for
+# 15-20 s, finds stacking at least 15% faster there; 1: always), WORK (.devrun/work: every stage's
 # cache; git-ignored, so a second call on the same warm machine carries on from it, the upstream stages and
 # distillation weights included). Without .whl/ (a machine that has the packages) nothing is installed.
 set -euo pipefail
@@ -77,7 +79,7 @@ run|bench)
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
   (nvidia-smi dmon -s um -d 5 > "$OUT/gpu_util.log" 2>&1 &) || true            # GPU utilisation and memory every 5 s
-  STACK=${STACK:-auto} stack_flag=''
+  STACK=${STACK:-0} stack_flag=''
   if [ "$STACK" = auto ]; then          # the probe's output goes into paper.log: at most 8 files come back
     probe=$(timeout 150 python3 benchmarks/bench_stacked.py 2>&1 | progress_bars_out || true)
     echo "$probe" >> "$OUT/paper.log"
