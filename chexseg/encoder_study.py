@@ -14,7 +14,7 @@ from .core import atomic_write_path, phase_tally, phases_since, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
                           keep_shared_splits, run_experiment)
-from .sweep import (KernelPool, SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
+from .sweep import (SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
                            semi_params, write_table)
 
 # %% auto #0
@@ -88,11 +88,9 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
     root, todo, failed, tally = Path(root).resolve(), plan.todo(), [], phase_tally()
     if workers > 1 and todo:                       # each run's upstream is built while the runs queued before it train
         groups = study_groups(plan, root, device, **settings)
-        with KernelPool(workers) as pool:
-            for g in groups: pool.add('study', g)
-            pool.wait('study')
-        upstream = phases_since(tally)              # the kernels count their own phases in their run.json
-        failed = [o for o in run_semi_jobs([j for g in groups for j in g.jobs], plan.executed, workers) if isinstance(o, str)]   # what failed in the pool runs again, with retries for memory
+        outcomes = run_semi_jobs([j for g in groups for j in g.jobs], plan.executed, workers, groups=groups)   # with retries for memory
+        upstream = phases_since(tally)              # the driver's upstream stages: the kernels count their own phases in their run.json
+        failed = [o for o in outcomes if isinstance(o, str)]
     else:
         upstream = phases_since(tally)
         for k in todo: run_experiment(plan.cfgs[k], root, plan.dirs[k], device)

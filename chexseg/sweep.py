@@ -280,19 +280,25 @@ class KernelPool:
         self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
 
 # %% ../nbs/04a_sweep.ipynb #305828ea
-def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run) -> list[Path | str]:
+def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run,
+                  groups: list[SemiGroup] | None = None) -> list[Path | str]:
     """Execute the 04_semi `jobs` with `run` in a `KernelPool` of `workers` kernels; per job its results CSV or its error.
-    Jobs that ran out of memory are run again with half as many kernels at once, down to one at a time."""
-    outcomes, todo = [None] * len(jobs), list(range(len(jobs)))
+    `groups`: the same jobs as `SemiGroup`s that build their upstream stages as they are queued (`sweep_groups`,
+    `study_groups`), for the first round. Jobs that ran out of memory are run again with half as many kernels at once,
+    down to one at a time."""
+    rounds = groups or [SemiGroup(jobs, executed)]
+    if sorted(str(o) for g in rounds for _, o in g.jobs) != sorted(str(o) for _, o in jobs): raise ValueError("groups must hold exactly the jobs")
+    outcomes, todo = {}, [out for _, out in jobs]
     while todo:
         with KernelPool(workers, run) as pool:
-            pool.add('jobs', SemiGroup([jobs[k] for k in todo], executed))
-            for k, o in zip(todo, pool.wait('jobs')): outcomes[k] = o
-        todo = [k for k in todo if out_of_memory(outcomes[k])]
+            for g in rounds: pool.add('jobs', g)
+            outcomes.update(zip([out for g in rounds for _, out in g.jobs], pool.wait('jobs')))
+        todo = [out for out in todo if out_of_memory(outcomes[out])]
         if workers <= 1 or not todo: break
         workers = max(1, workers // 2)
         print(f"{len(todo)} of {len(jobs)} runs ran out of memory; running them again, {workers} at a time")
-    return outcomes
+        rounds = [SemiGroup([j for j in jobs if j[1] in todo], executed)]
+    return [outcomes[out] for _, out in jobs]
 
 def pending_upstream(runs: list[dict], jobs: list[tuple[dict, Path]], cfg: dict) -> list[dict]:
     """The settings whose upstream stages (classifier, maps, IRNet, weak masks) the unfinished `jobs` of `runs` need built
@@ -336,9 +342,7 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     jobs, executed = group.jobs, group.executed
     new_runs = 0 if collect else sum(not finished(out, params) for params, out in jobs)
     if collect: outcomes = [out/'results.csv' if finished(out, params) else f"{out.name}: not run with these settings" for params, out in jobs]
-    else:
-        group.prepare()
-        outcomes = run_semi_jobs(jobs, executed, workers)
+    else: outcomes = run_semi_jobs(jobs, executed, workers, groups=sweep_groups(runs, cfg, group, root, device))   # each part's runs train while the next part's upstream stages are built
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
