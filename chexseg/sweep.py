@@ -326,8 +326,9 @@ def sweep_groups(runs: list[dict], cfg: dict, group: SemiGroup, root: str | Path
     first: the fully supervised run (the encoder's classifier), then each weak source's runs (its classifier, saliency
     maps, IRNet, weak masks). Each part builds only its own stages, so its runs train while the next part's are built."""
     root, parts = Path(root).resolve(), []
-    for keep in [lambda r: r['p'] == 1, *(lambda r, s=s: r['p'] < 1 and r['weak_source'] == s for s in dict.fromkeys(r['weak_source'] for r in runs))]:
-        idx = [k for k, r in enumerate(runs) if keep(r)]
+    def part(r): return None if r['p'] == 1 else r['weak_source']     # None: fully supervised, no weak source
+    for key in dict.fromkeys([None, *map(part, runs)]):
+        idx = [k for k, r in enumerate(runs) if part(r) == key]
         sub_runs, sub_jobs = [runs[k] for k in idx], [group.jobs[k] for k in idx]
         if sub_jobs: parts.append(SemiGroup(sub_jobs, group.executed, upstream_builder(sub_runs, sub_jobs, cfg, root, device)))
     return parts
