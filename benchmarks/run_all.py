@@ -30,7 +30,8 @@ BENCHMARKS = {
                   [], ['--steps', '3']),
     'stacked': ('bench_stacked.py', "3 segmenter trainings at once (fit_stacked: torch.func.vmap over stacked weights) vs one after another (fit), img/s",
                 '>= 1.15 on a GPU (gpu_lease.sh STACK=auto then stacks the trials)', [], []),
-    'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples", '> 1',
+    'notebook': ('bench_notebook.py', "one 04_semi run in a fresh kernel: the whole notebook vs the drivers' copy without examples "
+                 "(RATIO); 3 runs each in a kernel of its own vs in one kept kernel, as a pool's worker runs them (KEPT_RATIO)", '> 1',
                  [], ['--rounds', '2']),
 }
 

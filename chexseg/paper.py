@@ -13,8 +13,8 @@ import pandas as pd
 from .core import PATHOLOGIES, atomic_write, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, figures_dir, output_name, size_settings,
                           with_settings)
-from .sweep import (KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, run_sweep, sweep_groups,
-                           sweep_plan)
+from .sweep import (KeptKernel, KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, notebook_path,
+                           run_sweep, sweep_groups, sweep_plan)
 from .encoders import ENCODER_INIT_NAMES
 from .encoder_study import study_groups, study_plan
 from .radiologists import reader_files
@@ -221,10 +221,11 @@ def summary(folder: str | Path, meta: dict) -> str:
                if not profile.empty else ''))
 
 # %% ../nbs/08_paper.ipynb #913cb862
-def run_notebook(name: str, params: dict, executed: Path) -> Path:
-    "Execute `nbs/<name>` (without its examples) with `params` in a fresh kernel; the executed copy goes to `executed/<name>`."
+def run_notebook(name: str, params: dict, executed: Path, kernel: KeptKernel | None = None) -> Path:
+    """Execute `nbs/<name>` (without its examples) with `params` in `kernel` (a `KeptKernel`: `regenerate` runs its stages'
+    notebooks in one; by default a kernel of its own); the executed copy goes to `executed/<name>`."""
     executed.mkdir(parents=True, exist_ok=True)
-    return execute(name, executed/name, params)
+    return execute(name, executed/name, params, kernel)
 
 def run_stage(name: str, fn, log: dict):
     "Run `fn()` as stage `name`, recording its status and wall time in `log` (a failure is recorded, not raised; an interruption recorded, then raised)."
@@ -310,11 +311,12 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     name = output_name(cfg)
     out, executed = figures_dir(figures, cfg, device), root/'paper'/name/'notebooks'
     common = dict(scale=cfg['scale'], root=str(root), figures=str(figures), device=device, data_root=cfg['data_root'])
+    stage_kernel = KeptKernel(notebook_path('05_distill.ipynb').parent)   # one kernel for the stages' notebooks, one after another
     steps = {'sweep': lambda: run_sweep(ps, sources, cfg['scale'], figures, root, workers, device, stack_trials=stack_trials,
                                         data_root=cfg['data_root'], **sizes),
-             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers, settings=sizes, steps=student_steps), executed),
-             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials, settings=sizes), executed),
-             'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed)}
+             'distill': lambda: run_notebook('05_distill.ipynb', dict(common, workers=workers, settings=sizes, steps=student_steps), executed, stage_kernel),
+             'encoders': lambda: run_notebook('06_encoders.ipynb', dict(common, sources=list(sources), workers=workers, stack_trials=stack_trials, settings=sizes), executed, stage_kernel),
+             'radiologists': lambda: run_notebook('07_radiologists.ipynb', common, executed, stage_kernel)}
     log = {}
     def write_summary():
         meta = dict(scale=cfg['scale'], data_root=cfg['data_root'], settings={k: cfg[k] for k in ('size', 'n_classifier', 'n_expert', 'n_weak', 'n_val', 'n_test', 'trials', 'steps', 'stack_trials')},
@@ -324,7 +326,7 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
             with atomic_write(out/'summary.md') as f: f.write(summary(out, meta))
     skip = unavailable_stages(cfg['data_root'])
     pooled = workers > 1 and bool({'sweep', 'encoders'} & set(stages))
-    with KernelPool(workers) if pooled else contextlib.nullcontext() as pool:
+    with KernelPool(workers) if pooled else contextlib.nullcontext() as pool, stage_kernel:
         def after_its_runs(name):                              # a stage waits for its runs in the pool, then assembles them
             def fn():
                 for group in (POOL_WAITS.get(name, ()) if pool else ()): pool.wait(group)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_sweep.ipynb #b1065441
 from __future__ import annotations
-import argparse, contextlib, functools, os, re, signal, time
+import argparse, contextlib, functools, os, queue, re, signal, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -20,13 +20,14 @@ from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice
                           figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0
-__all__ = ['PAPER_PS', 'SETUP_CELL', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY', 'sweep_runs', 'notebook_path',
-           'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy', 'execute', 'changed_settings',
-           'finished', 'run_semi_notebook', 'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table',
-           'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads',
-           'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'SemiGroup', 'stop_kernels',
-           'KernelPool', 'run_semi_jobs', 'pending_upstream', 'upstream_builder', 'sweep_plan', 'sweep_groups',
-           'run_sweep', 'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
+__all__ = ['PAPER_PS', 'SETUP_CELL', 'MODULE_NAMES', 'CLEAR_NAMESPACE', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY',
+           'sweep_runs', 'notebook_path', 'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy',
+           'KeptKernel', 'kept_kernel_engine', 'execute', 'changed_settings', 'finished', 'run_semi_notebook',
+           'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table', 'provenance_caption',
+           'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads', 'semi_params',
+           'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'SemiGroup', 'stop_kernels', 'KernelPool',
+           'run_semi_jobs', 'pending_upstream', 'upstream_builder', 'sweep_plan', 'sweep_groups', 'run_sweep',
+           'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -68,15 +69,85 @@ def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
     "Where the executed 04_semi of the run writing into `out_dir` is kept."
     return Path(executed_dir)/f"semi_{Path(out_dir).name}.ipynb"
 
-def execute(name: str, executed: Path, params: dict) -> Path:
-    """Execute `nbs/<name>` without its examples, with `params`, in a fresh kernel started in `nbs/`; the executed copy goes to
-    `executed`. The kernel's own log is silenced (a cell's error still reaches the driver, through papermill): its
-    warning that it talks to the driver over local TCP would otherwise take a line of the driver's output per kernel, and
-    jupyter_client (8) interrupts every kernel before shutting it down, which some log as "KeyboardInterrupt caught in
-    kernel" although nothing was stopped."""
+MODULE_NAMES = ('__doc__', '__package__', '__loader__', '__spec__', '__file__', '__cached__')   # what `__main__` was started with
+
+CLEAR_NAMESPACE = f"""def _clear(ip=get_ipython()):
+    import gc, sys
+    kept = {{k: ip.user_ns[k] for k in {MODULE_NAMES} if k in ip.user_ns}}   # multiprocessing's spawn reads __main__.__spec__
+    ip.reset(new_session=True)                                      # this function's name goes with the rest
+    ip.user_ns.update(kept); gc.collect()
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_initialized(): torch.cuda.empty_cache()
+_clear()"""
+
+class KeptKernel:
+    """A python3 notebook kernel started in `cwd` on first use and kept for one notebook after another. `manager` gives
+    its kernel manager (starting the kernel if it is not running); `clear`, called after each notebook, empties its
+    namespace (IPython's reset: no variable, function or import name survives, execution counts start at 1 again, and
+    an idle kernel holds no tensors of the notebook before), so that the next notebook starts from nothing but the
+    modules the kernel has imported (torch and segmentation_models_pytorch: several seconds per kernel). The kernel's
+    own log is silenced (a cell's error still reaches the driver, through papermill): its warning that it talks to the
+    driver over local TCP would otherwise take a line of the driver's output per kernel. `close` shuts it down; as a
+    context manager, on exit."""
+    def __init__(self, cwd: str | Path): self.cwd, self.km = Path(cwd), None
+
+    def manager(self):
+        if self.km is None or not self.km.is_alive():
+            from jupyter_client.manager import KernelManager
+            self.close(); self.km = KernelManager(kernel_name='python3')
+            self.km.start_kernel(cwd=str(self.cwd), extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+        return self.km
+
+    def clear(self):
+        "Empty the namespace; a kernel that cannot be cleared (it died, or does not answer in a minute) is shut down instead."
+        if self.km is None: return
+        kc = self.km.client(); kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            cleared = kc.execute_interactive(CLEAR_NAMESPACE, store_history=False, timeout=60, output_hook=lambda msg: None)['content']['status'] == 'ok'
+        except (RuntimeError, TimeoutError): cleared = False      # jupyter_client's errors for a dead or silent kernel
+        finally: kc.stop_channels()
+        if not cleared: self.close()
+
+    def close(self):
+        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=True)
+        self.km = None
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+@functools.cache
+def kept_kernel_engine() -> str:
+    """Register with papermill, on first use (papermill takes seconds to import), an engine that runs a notebook in the
+    `KeptKernel` passed as `kernel` and leaves it running; return the engine's name."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    class KeptKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, kernel=None, log_output=False, start_timeout=60, **kwargs):
+            client = PapermillNotebookClient(nb_man, km=kernel.manager(), kernel_name=kernel_name, log=logger,
+                                             log_output=log_output, startup_timeout=start_timeout)
+            try: return client.execute()
+            finally:
+                if client.kc is not None: client.kc.stop_channels()
+    papermill_engines.register('chexseg_kept_kernel', KeptKernelEngine)
+    return 'chexseg_kept_kernel'
+
+def execute(name: str, executed: Path, params: dict, kernel: KeptKernel | None = None) -> Path:
+    """Execute `nbs/<name>` without its examples, with `params`, in `kernel` (a `KeptKernel` started in `nbs/`, cleared
+    after; by default one of its own, shut down after); the executed copy goes to `executed`. A kernel whose notebook
+    failed is shut down (the next notebook starts a new one): a cell that ran out of memory, or was stopped, may leave
+    it in any state."""
     import papermill as pm
-    pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, cwd=str(notebook_path(name).parent),
-                        kernel_name='python3', progress_bar=False, extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+    own, folder = kernel is None, notebook_path(name).parent
+    kernel = kernel or KeptKernel(folder)
+    if kernel.cwd != folder: raise ValueError(f"the kernel runs in {kernel.cwd}, not in {folder}, the folder of {name}")
+    try: pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, engine_name=kept_kernel_engine(),
+                             kernel=kernel, kernel_name='python3', progress_bar=False)
+    except BaseException: kernel.close(); raise
+    if own: kernel.close()
+    else: kernel.clear()
     return Path(executed)
 
 RUN_PLACES = ('root', 'device', 'out_dir')       # where a run ran and wrote, not what it computed
@@ -95,14 +166,15 @@ def finished(out_dir: Path, params: dict) -> bool:
     "Whether the run writing into `out_dir` has finished with `params`: its `results.csv` is there and no setting changed."
     return (Path(out_dir)/'results.csv').exists() and not changed_settings(out_dir, params)
 
-def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path) -> Path:
-    "Execute 04_semi with `params` (results into `out_dir`) unless it has `finished` with them; return `out_dir/results.csv`."
+def run_semi_notebook(params: dict, out_dir: Path, executed_dir: Path, kernel: KeptKernel | None = None) -> Path:
+    """Execute 04_semi with `params` (results into `out_dir`; in `kernel`, by default a new one) unless it has `finished`
+    with them; return `out_dir/results.csv`."""
     out_dir, results = Path(out_dir), Path(out_dir)/'results.csv'
     changes = changed_settings(out_dir, params) if results.exists() else {}
     if changes: print(f"{out_dir.name}: finished with other settings; running it again with "
                       + ', '.join(f"{k}={now!r} (was {then!r})" for k, (then, now) in changes.items()))
     if changes or not results.exists():
-        execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)))
+        execute('04_semi.ipynb', executed_copy(out_dir, executed_dir), dict(params, out_dir=str(out_dir)), kernel)
     return results
 
 # %% ../nbs/04a_sweep.ipynb #2f63b755
@@ -219,9 +291,9 @@ def error_line(e: Exception) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
 
-def try_run(job, executed: Path) -> Path | str:
-    "Run one job of 04_semi; its results CSV, or the error that stopped it (one failed run must not lose the others)."
-    try: return run_semi_notebook(job[0], job[1], executed)
+def try_run(job, executed: Path, kernel: KeptKernel | None = None) -> Path | str:
+    "Run one job of 04_semi (in `kernel`); its results CSV, or the error that stopped it (one failed run must not lose the others)."
+    try: return run_semi_notebook(job[0], job[1], executed, kernel)
     except Exception as e: return f"{Path(job[1]).name}: {error_line(e)}"
 
 OUT_OF_MEMORY = re.compile(r'out of memory|OutOfMemoryError|DeadKernelError|_STATUS_ALLOC_FAILED', re.IGNORECASE)
@@ -252,22 +324,31 @@ def stop_kernels(parent: int | None = None) -> list[int]:
     return stopped
 
 class KernelPool:
-    """`workers` 04_semi kernels at a time (sharing the cores and the GPU), fed groups of jobs while the driver builds the
-    next group's upstream stages; a context manager."""
+    """`workers` 04_semi kernels (`KeptKernel`s, each running one job after another; sharing the cores and the GPU), fed
+    groups of jobs while the driver builds the next group's upstream stages; a context manager. `run(job, executed,
+    kernel)` runs one job."""
     def __init__(self, workers: int, run=try_run): self.workers, self.run, self.futures = max(1, workers), run, {}
 
     def __enter__(self):
         runnable_copy('04_semi.ipynb')                            # written here, before the threads share it
-        self._threads = kernel_threads(self.workers); self._threads.__enter__()
+        self._threads = kernel_threads(self.workers); self._threads.__enter__()   # before the kernels start: they inherit it
+        self._kernels = [KeptKernel(semi_notebook().parent) for _ in range(self.workers)]
+        self._idle = queue.SimpleQueue()
+        for k in self._kernels: self._idle.put(k)
         self._pool = ThreadPoolExecutor(self.workers)
         return self
+
+    def _run(self, job, executed: Path):
+        kernel = self._idle.get()                                # one is idle: no more jobs run at once than kernels
+        try: return self.run(job, executed, kernel)
+        finally: self._idle.put(kernel)
 
     def add(self, name: str, group: SemiGroup):
         "Build `group`'s upstream stages here (an error there is raised, and nothing is queued), then queue its jobs under `name`."
         group.prepare()
         if torch.cuda.is_available(): torch.cuda.empty_cache()   # the kernels need the memory the upstream stages held
         Path(group.executed).mkdir(parents=True, exist_ok=True)
-        self.futures.setdefault(name, []).extend(self._pool.submit(self.run, job, group.executed) for job in group.jobs)
+        self.futures.setdefault(name, []).extend(self._pool.submit(self._run, job, group.executed) for job in group.jobs)
 
     def wait(self, name: str) -> list[Path | str]:
         "The outcome (results CSV or error) of every job queued under `name`, once they have all finished."
@@ -278,6 +359,7 @@ class KernelPool:
             for f in (f for fs in self.futures.values() for f in fs): f.cancel()
         if kind is not None and issubclass(kind, KeyboardInterrupt): stop_kernels()   # interrupted: the driver ends now
         self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
+        for k in self._kernels: k.close()
 
 # %% ../nbs/04a_sweep.ipynb #305828ea
 def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run,

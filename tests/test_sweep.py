@@ -1,6 +1,7 @@
 "The p-sweep driver end to end at smoke scale: papermill runs 04_semi, the figures and tables come out."
+import shutil
 import pandas as pd
-from chexseg.sweep import run_sweep
+from chexseg.sweep import run_semi_notebook, run_sweep, sweep_plan
 
 
 def test_smoke_sweep(tmp_path):
@@ -13,6 +14,12 @@ def test_smoke_sweep(tmp_path):
     assert len(t1) == 2 and t1.mIoU.between(0, 1).all()
     executed = list((tmp_path/'runs'/'sweep'/'smoke'/'notebooks').glob('*.ipynb'))
     assert len(executed) == 2
+    # one worker: the p = 0 run ran second, in the kernel the p = 1 run left; in a kernel of its own it gives the same numbers
+    params, out = next(j for j in sweep_plan([0, 1], ['cam'], 'smoke', tmp_path/'runs')[2].jobs if j[1].name == 'p0.0_cam')
+    shutil.rmtree(tmp_path/'runs'/'segmenter')                              # its segmenters are trained again, not read
+    run_semi_notebook(params, tmp_path/'own', tmp_path)
+    for name in ('results.csv', 'per_image_iou.csv'):
+        pd.testing.assert_frame_equal(pd.read_csv(out/name), pd.read_csv(tmp_path/'own'/name))
 
 
 import json
@@ -32,6 +39,7 @@ def test_runnable_copies(name):
     assert len(lean) <= len(full)
 
 
+import time
 import nbformat
 import chexseg.sweep as sweep
 
@@ -45,3 +53,27 @@ def test_execute_keeps_kernel_warnings_out_of_the_driver_output(tmp_path, monkey
     out = sweep.execute('tiny.ipynb', tmp_path/'executed.ipynb', {})
     assert nbformat.read(out, 4).cells[0].outputs[0]['text'] == 'to the notebook\n'
     assert 'IPKernelApp' not in capfd.readouterr().err
+
+
+def test_a_kernel_whose_notebook_failed_is_not_kept(tmp_path, monkeypatch):
+    "A kept kernel that ran a failing notebook is shut down; the next notebook gets a new kernel, in the same folder."
+    cells = dict(ok="import os; print(os.getpid())", bad="import os; print(os.getpid()); 1 / 0")
+    for name, source in cells.items(): nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), tmp_path/f'{name}.ipynb')
+    monkeypatch.setattr(sweep, 'runnable_copy', lambda name: tmp_path/name)
+    monkeypatch.setattr(sweep, 'notebook_path', lambda name: tmp_path/name)
+    pid = lambda path: int(nbformat.read(path, 4).cells[0].outputs[0]['text'])
+    with sweep.KeptKernel(tmp_path) as kernel:
+        first = pid(sweep.execute('ok.ipynb', tmp_path/'1.ipynb', {}, kernel))
+        assert pid(sweep.execute('ok.ipynb', tmp_path/'2.ipynb', {}, kernel)) == first        # kept
+        with pytest.raises(Exception, match='ZeroDivisionError'): sweep.execute('bad.ipynb', tmp_path/'3.ipynb', {}, kernel)
+        assert kernel.km is None                                                           # shut down
+        assert pid(sweep.execute('ok.ipynb', tmp_path/'4.ipynb', {}, kernel)) != first       # a new one
+    with pytest.raises(ValueError, match='not in'): sweep.execute('ok.ipynb', tmp_path/'5.ipynb', {}, sweep.KeptKernel(tmp_path.parent))
+
+
+def test_the_pool_runs_its_jobs_in_as_many_kept_kernels_as_workers(tmp_path):
+    seen = []
+    with sweep.KernelPool(2, lambda job, ex, kernel: (seen.append(kernel), time.sleep(0.1))) as pool:
+        pool.add('jobs', sweep.SemiGroup([({}, tmp_path/n) for n in 'abcde'], tmp_path/'nb'))
+        pool.wait('jobs')
+    assert len(seen) == 5 and len({id(k) for k in seen}) == 2 and all(isinstance(k, sweep.KeptKernel) for k in seen)
