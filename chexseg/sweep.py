@@ -72,10 +72,16 @@ def executed_copy(out_dir: Path, executed_dir: Path) -> Path:
 MODULE_NAMES = ('__doc__', '__package__', '__loader__', '__spec__', '__file__', '__cached__')   # what `__main__` was started with
 
 CLEAR_NAMESPACE = f"""def _clear(ip=get_ipython()):
-    import gc, sys
+    import gc, sys, warnings
     kept = {{k: ip.user_ns[k] for k in {MODULE_NAMES} if k in ip.user_ns}}   # multiprocessing's spawn reads __main__.__spec__
     ip.reset(new_session=True)                                      # this function's name goes with the rest
     ip.user_ns.update(kept); gc.collect()
+    for module in list(sys.modules.values()):                       # a warning shown once per place shows again
+        registry = getattr(module, '__dict__', {{}}).get('__warningregistry__')
+        if registry: registry.clear()
+    warnings.onceregistry.clear()
+    core = sys.modules.get('chexseg.core')
+    if core is not None: core._REPORTED.clear()                     # and so does each 'cached ...' line
     torch = sys.modules.get('torch')
     if torch is not None and torch.cuda.is_initialized(): torch.cuda.empty_cache()
 _clear()"""
@@ -85,7 +91,9 @@ class KeptKernel:
     its kernel manager (starting the kernel if it is not running); `clear`, called after each notebook, empties its
     namespace (IPython's reset: no variable, function or import name survives, execution counts start at 1 again, and
     an idle kernel holds no tensors of the notebook before), so that the next notebook starts from nothing but the
-    modules the kernel has imported (torch and segmentation_models_pytorch: several seconds per kernel). The kernel's
+    modules the kernel has imported (torch and segmentation_models_pytorch: several seconds per kernel); the warnings
+    and `report_cached` lines that a process shows once show again, so each executed notebook records what it would in
+    a kernel of its own. The kernel's
     own log is silenced (a cell's error still reaches the driver, through papermill): its warning that it talks to the
     driver over local TCP would otherwise take a line of the driver's output per kernel. `close` shuts it down; as a
     context manager, on exit."""
