@@ -19,7 +19,7 @@ import torchvision
 from torch.utils.data import Dataset
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
-                          autocast, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
+                          autocast, cli_errors, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
 from .train import closing_process_group, dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
@@ -177,7 +177,7 @@ def dataset_from_spec(spec: dict) -> Dataset:
     raise ValueError(f"Unknown dataset kind {kind!r} in {spec}; use 'phantom', 'chexpert' or 'folder'")
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a chexseg classifier (CPU, one GPU, or under torchrun with DDP).")
+    p = argparse.ArgumentParser(prog='chexseg_train_classifier', description="Train a chexseg classifier (CPU, one GPU, or under torchrun with DDP).")
     p.add_argument('--dataset', default='phantom', choices=['phantom', 'chexpert', 'folder'])
     p.add_argument('--data_root', help='image root (chexpert, folder)')
     p.add_argument('--csv', help='CheXpert label CSV (chexpert)')
@@ -211,8 +211,8 @@ def data_spec(args) -> dict:
 
 def chexseg_train_classifier(argv=None):
     "Console entry point: train a classifier (or find it cached) and print the path of its weights."
-    args = _train_parser().parse_args(argv)
-    spec = data_spec(args)
+    parser = _train_parser(); args = parser.parse_args(argv)
+    with cli_errors(parser): spec = data_spec(args)
     with closing_process_group():
         path = train_classifier(dataset_from_spec(spec), args.out, spec, arch=args.arch, labels=args.labels, lr=args.lr,
                                 batch_size=args.batch_size, epochs=args.epochs, ckpt_every=args.ckpt_every,

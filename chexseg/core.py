@@ -15,8 +15,8 @@ __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALI
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
            'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
            'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state',
-           'cpu_model', 'device_name', 'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since',
-           'sum_phases']
+           'cli_errors', 'refusal', 'cpu_model', 'device_name', 'git_commit', 'provenance', 'timed_phase',
+           'phase_tally', 'phases_since', 'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -194,6 +194,25 @@ def load_state(path: str | Path, map_location='cpu') -> dict:
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} is not a loadable training state (weights-only load failed: {str(e).splitlines()[0]})") from None
+
+# %% ../nbs/00_core.ipynb #576cb5da
+import argparse
+
+@contextlib.contextmanager
+def cli_errors(parser: argparse.ArgumentParser):
+    "Within it, a `ValueError` or `OSError` ends the program as argparse does a bad argument: `<prog>: error: <message>`, status 2."
+    try: yield
+    except (ValueError, OSError) as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+def refusal(main, argv: list[str]) -> str:
+    "What the console entry point `main` writes to stderr when it refuses `argv` with status 2; raises if it does not refuse them so."
+    import io
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        try: main(argv)
+        except SystemExit as e:
+            if e.code == 2: return err.getvalue()
+            raise AssertionError(f"{argv} ended with status {e.code!r}, not 2: {err.getvalue()}") from None
+    raise AssertionError(f"{argv} was not refused: it ran")
 
 # %% ../nbs/00_core.ipynb #9b44a80e
 import datetime, platform, subprocess

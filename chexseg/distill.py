@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, atomic_write_path, get_device, in_test, load_state,
+from .core import (PATHOLOGIES, atomic_write_path, cli_errors, get_device, in_test, load_state,
                           phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
@@ -24,7 +24,7 @@ from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evalua
                           figures_dir, init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
                           shared_splits, summary_rows, with_settings)
 from .saliency import file_key
-from .encoders import available_inits
+from .encoders import ENCODER_INIT_NAMES, available_inits
 from .metrics import paired_bootstrap
 from .sweep import add_data_arguments, kernel_threads, provenance_caption, results_key, save_figure, write_table
 
@@ -36,7 +36,7 @@ __all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction',
            'distill_trial_dir', 'distill_init', 'distill_init_job', 'distill_in_processes', 'run_distillation',
            'distill_table', 'figure3', 'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve',
            'curve_table', 'pathologies_marked', 'plot_student_curve', 'write_curve_outputs', 'curve_stem',
-           'student_curves', 'chexseg_distill']
+           'check_curve_args', 'student_curves', 'chexseg_distill']
 
 # %% ../nbs/05_distill.ipynb #86b941c3
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 10.) -> torch.Tensor:
@@ -259,7 +259,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
     With `workers > 1` the initialisations train in that many processes at once. Writes figure 3, the table and the
     run's JSON into `figures_dir` (`figures/<scale>/`; `<scale>-<folder>` with a `data_root`)."""
     t0, tally = time.perf_counter(), phase_tally()
-    trials, steps = trials or cfg['trials'], steps or cfg['steps']
+    trials, steps = cfg['trials'] if trials is None else trials, cfg['steps'] if steps is None else steps   # 0 is refused, not taken for the default
     fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} can run here: {skipped}")
@@ -410,14 +410,19 @@ def curve_stem(figures: str | Path, cfg: dict, init: str, trial: int, fraction: 
     "Where `student_curves` writes one curve: `figures/<scale>/student_curve_<init>_trial<k>_<percent>pct` (no dot in the name; the folder is `figures_dir`'s)."
     return figures_dir(figures, cfg, device)/f"student_curve_{init}_trial{trial}_{fraction * 100:g}pct".replace('.', '_')
 
-def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), taus=(10.,), trial: int = 0, lr: float = 1e-3,
-                   root: str | Path = 'runs', device=None, min_unlabeled: int = 4, figures: str | Path = 'figures') -> dict:
-    """`student_curve` of every initialisation in `inits` and fraction in `fractions`, a line per temperature in `taus`
-    (the first one's with its teacher), each written by `write_curve_outputs` at `curve_stem`; the curves by stem."""
+def check_curve_args(checkpoints, fractions, taus, trial: int, min_unlabeled: int) -> tuple[list[int], list[float]]:
+    "`student_curves`' checkpoints and fractions, checked and sorted, after its other knobs are checked too: bad input fails before any work."
     checkpoints = check_checkpoints(checkpoints)
     if not len(taus): raise ValueError("no temperature given")
     for tau in taus: fractions = check_distill_args(fractions, 1, checkpoints[-1], tau, min_unlabeled)
     if int(trial) < 0: raise ValueError(f"trial must be 0 or more, got {trial}")
+    return checkpoints, fractions
+
+def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), taus=(10.,), trial: int = 0, lr: float = 1e-3,
+                   root: str | Path = 'runs', device=None, min_unlabeled: int = 4, figures: str | Path = 'figures') -> dict:
+    """`student_curve` of every initialisation in `inits` and fraction in `fractions`, a line per temperature in `taus`
+    (the first one's with its teacher), each written by `write_curve_outputs` at `curve_stem`; the curves by stem."""
+    checkpoints, fractions = check_curve_args(checkpoints, fractions, taus, trial, min_unlabeled)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if skipped or not use: raise ValueError(f"no curve can be drawn for the initialisations {skipped or list(inits)}")
     curves = {}
@@ -439,7 +444,7 @@ def chexseg_distill(argv=None):
     "Console entry point of the distillation experiment (figure 3), or with `--curve` of `student_curves`."
     ap = argparse.ArgumentParser(prog='chexseg_distill', description=run_distillation.__doc__)
     ap.add_argument('--scale', default='auto'); ap.add_argument('--fractions', type=float, nargs='+', default=[0.01, 0.1])
-    ap.add_argument('--inits', nargs='+', default=['random', 'moco', 'chexpert'])
+    ap.add_argument('--inits', nargs='+', default=['random', 'moco', 'chexpert'], choices=ENCODER_INIT_NAMES)
     for k in ('trials', 'steps', 'size', 'seed', 'n_test', 'n_classifier'): ap.add_argument(f'--{k}', type=int)
     ap.add_argument('--min_unlabeled', type=int, default=4)
     ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--tau', type=float, nargs='+', default=[10.], help='one; or several with --curve, a line each')
@@ -448,15 +453,18 @@ def chexseg_distill(argv=None):
     ap.add_argument('--curve', type=int, nargs='+', metavar='STEPS', help="instead of the experiment: the students' curve, scored after each of these steps")
     ap.add_argument('--trial', type=int, default=0, help="with --curve: the trial whose teacher the student learns from")
     a = add_data_arguments(ap).parse_args(argv)
-    cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
-                                                               n_classifier=a.n_classifier, data_root=a.data_root))
+    with cli_errors(ap):                                          # bad settings stop here, before any work
+        cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
+                                                                   n_classifier=a.n_classifier, data_root=a.data_root))
+        ignored = [f'--{k}' for k, v in (('steps', a.steps is not None), ('trials', a.trials is not None), ('workers', a.workers != 1)) if v]
+        if a.curve and ignored: raise ValueError(f"{' and '.join(ignored)} set the experiment, not --curve (its checkpoints are its steps; --trial its trial)")
+        if a.curve: check_curve_args(a.curve, a.fractions, a.tau, a.trial, a.min_unlabeled)
+        elif len(a.tau) > 1: raise ValueError(f"one --tau for the experiment (several only with --curve), got {a.tau}")
+        else: check_distill_args(a.fractions, cfg['trials'] if a.trials is None else a.trials, cfg['steps'] if a.steps is None else a.steps, a.tau[0], a.min_unlabeled)
     if a.curve:
-        ignored = [f'--{k}' for k, v in (('steps', a.steps), ('trials', a.trials), ('workers', a.workers != 1)) if v]
-        if ignored: raise ValueError(f"{' and '.join(ignored)} set the experiment, not --curve (its checkpoints are its steps; --trial its trial)")
         for stem, curve in student_curves(cfg, a.curve, a.inits, a.fractions, a.tau, a.trial, a.lr, a.root, a.device,
                                           a.min_unlabeled, a.figures).items():
             print(f"{stem}:\n{curve_table(curve).round(3).to_string()}")
         return
-    if len(a.tau) > 1: raise ValueError(f"one --tau for the experiment (several only with --curve), got {a.tau}")
     res = run_distillation(cfg, a.fractions, a.inits, a.root, a.device, a.trials, a.steps, a.lr, a.tau[0], a.min_unlabeled, a.figures, a.workers)
     print(distill_table(res).round(3).to_string())

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
-from .core import PATHOLOGIES, atomic_write_path, write_json
+from .core import PATHOLOGIES, atomic_write_path, cli_errors, write_json
 from .data import DataFormatError, read_segmentation_json
 
 # %% auto #0
@@ -255,6 +255,5 @@ def chexseg_eval(argv: list[str] | None = None):
     p.add_argument('--n_boot', type=int, default=1000, help='bootstrap replicates (default 1000)')
     p.add_argument('--seed', type=int, default=0, help='bootstrap seed (default 0)')
     args = p.parse_args(argv)
-    try: _, summary = evaluate(args.gt, args.pred, args.out, args.true_pos_only, args.n_boot, args.seed)
-    except (OSError, ValueError) as e: p.exit(2, f"chexseg_eval: error: {e}\n")
+    with cli_errors(p): _, summary = evaluate(args.gt, args.pred, args.out, args.true_pos_only, args.n_boot, args.seed)
     print(summary.round(3).to_string())

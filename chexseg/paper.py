@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import PATHOLOGIES, atomic_write, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
+from .core import PATHOLOGIES, atomic_write, cli_errors, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, figures_dir, output_name, size_settings,
                           with_settings)
 from .sweep import (KeptKernel, KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, notebook_path,
-                           run_sweep, sweep_groups, sweep_plan)
+                           run_sweep, sweep_groups, sweep_plan, sweep_runs)
 from .encoders import ENCODER_INIT_NAMES
 from .encoder_study import study_groups, study_plan
 from .radiologists import reader_files
@@ -25,7 +25,8 @@ __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STA
            'sweep_point', 'best_student', 'headline', 'claim_inverted_u', 'claim_ordering', 'pathologies_scored',
            'claim_student', 'claim_inits', 'claim_gap', 'claim_beats_radiologists', 'stage_metas', 'stage_phases',
            'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage',
-           'interrupts_deferred', 'unavailable_stages', 'pooled_runs', 'feed_pool', 'regenerate', 'chexseg_paper']
+           'interrupts_deferred', 'unavailable_stages', 'pooled_runs', 'feed_pool', 'paper_config', 'regenerate',
+           'chexseg_paper']
 
 # %% ../nbs/08_paper.ipynb #a2f6893e
 PAPER_MIOU = {'weakly supervised (best)': 0.156, 'fully supervised': 0.263, 'distillation (best student)': 0.281,
@@ -292,6 +293,17 @@ def feed_pool(pool: KernelPool, groups: dict, out: Path, device=None):
     if failed: raise RuntimeError(f"the upstream stages of {len(failed)} groups of runs failed, left to their stages: {failed[0]}")
 
 # %% ../nbs/08_paper.ipynb #ccacb7d9
+def paper_config(scale: str = 'auto', stages=STAGES, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False,
+                 data_root=None, settings: dict | None = None, student_steps: int | None = None) -> tuple[dict, dict]:
+    "`regenerate`'s settings (an `experiment_config`) and its sizes for every stage, all checked: bad input fails before any work."
+    unknown = set(stages) - set(STAGES)
+    if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
+    sweep_runs(ps, sources)                                      # checks every p and weak source
+    sizes = size_settings(settings)
+    if student_steps is not None and not (isinstance(student_steps, int) and student_steps >= 1):
+        raise ValueError(f"student_steps must be a whole number of steps, at least 1, got {student_steps!r}")
+    return experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root, **sizes), sizes
+
 def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figures', root: str | Path = 'runs',
                workers: int = 1, device=None, ps=PAPER_PS, sources=WEAK_SOURCES, stack_trials: bool = False, data_root=None,
                settings: dict | None = None, student_steps: int | None = None) -> Path:
@@ -301,12 +313,7 @@ def regenerate(scale: str = 'auto', stages=STAGES, figures: str | Path = 'figure
     `figures/<scale>-cpu/`, `figures_dir`); `settings`: sizes over the scale's for every stage, e.g. `{'n_val': 34}`;
     `student_steps`: the distillation students' training steps, by default their teachers'); return the summary's path."""
     t0 = time.perf_counter()
-    unknown = set(stages) - set(STAGES)
-    if unknown: raise ValueError(f"Unknown stage(s) {sorted(unknown)}; the stages are {list(STAGES)}")
-    sizes = size_settings(settings)
-    cfg = experiment_config(scale, device, stack_trials=stack_trials, data_root=data_root, **sizes)
-    if student_steps is not None and not (isinstance(student_steps, int) and student_steps >= 1):
-        raise ValueError(f"student_steps must be a whole number of steps, at least 1, got {student_steps!r}")
+    cfg, sizes = paper_config(scale, stages, device, ps, sources, stack_trials, data_root, settings, student_steps)
     figures, root = Path(figures).resolve(), Path(root).resolve()
     name = output_name(cfg)
     out, executed = figures_dir(figures, cfg, device), root/'paper'/name/'notebooks'
@@ -358,6 +365,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--student_steps', type=int, help="training steps of each distillation student (default: its teacher's); "
                     "students learn the rare, small findings far more slowly than their teachers (see 05_distill)")
     a = add_data_arguments(ap).parse_args(argv)
+    with cli_errors(ap): paper_config(a.scale, a.stages, a.device, a.ps, a.sources, a.stack_trials, a.data_root, dict(a.set), a.student_steps)   # before any work
     try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
                            a.data_root, dict(a.set), a.student_steps)
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")

@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, chexpert_name, get_device, in_test, atomic_write_path,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
                           write_json)
 from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
                           write_annotation_json, write_chexpert_csv, read_image, _resize)
@@ -1210,8 +1210,7 @@ def chexseg_phantom(argv: list[str] | None = None):
     p.add_argument('--batch_size', type=int, default=16)
     p.add_argument('--device', default=None, help='render on this device (default: CUDA when available)')
     a = p.parse_args(argv)
-    try: _check_size(a.size)
-    except ValueError as e: p.error(str(e))
+    with cli_errors(p): _check_size(a.size)
     meta = write_phantom(a.out, a.n, a.n_valid, a.n_test, a.size, a.seed, PhantomConfig(n_readers=a.readers),
                          a.format, a.batch_size, a.device)
     print(f"wrote {sum(meta['counts'].values())} phantom films to {a.out}")

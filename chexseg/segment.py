@@ -4,14 +4,14 @@
 
 # %% ../nbs/04b_segment.ipynb #ab8b6ba6
 from __future__ import annotations
-import argparse, sys
+import argparse
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import PATHOLOGIES, atomic_write_path, in_test, read_json
+from .core import PATHOLOGIES, atomic_write_path, cli_errors, in_test, read_json
 from .data import (CheXpertDataset, DataFormatError, image_id, letterbox, masks_to_segmentation, read_image,
                           unletterbox, write_segmentation_json)
 from .phantom import FILM_SUFFIXES
@@ -111,6 +111,5 @@ def chexseg_segment(argv=None):
     ap.add_argument('--overlays', help='also write a picture of each film with its masks into this folder (<id>.png)')
     ap.add_argument('--batch_size', type=int, default=16); ap.add_argument('--device')
     a = ap.parse_args(argv)
-    try: seg = segment_to_json(a.run, a.films, a.out, a.trial, a.batch_size, a.device, a.overlays)
-    except (FileNotFoundError, ValueError) as e: sys.exit(f"chexseg_segment: {e}")     # DataFormatError, CheckpointError included
+    with cli_errors(ap): seg = segment_to_json(a.run, a.films, a.out, a.trial, a.batch_size, a.device, a.overlays)
     print(f"{len(seg)} films segmented into {a.out}")

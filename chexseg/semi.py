@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
 
 
-from .core import (PATHOLOGIES, CheckpointError, timed_phase, phase_tally, phases_since, get_device, in_test,
+from .core import (PATHOLOGIES, CheckpointError, cli_errors, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
 from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
@@ -580,11 +580,12 @@ def chexseg_train_segmenter(argv=None):
     ap.add_argument('--root', default='runs'); ap.add_argument('--device')
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv[1:] if argv[:1] == ['--'] else argv)   # torchrun takes `--p` for its own options: there, write `-- --p 0.9`
-    cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
-                            n_val=a.n_val, n_classifier=a.n_classifier,
-                            steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
-                            encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
-    if not 0 <= a.trial < cfg['trials']: raise SystemExit(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}")
+    with cli_errors(ap):
+        cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
+                                n_val=a.n_val, n_classifier=a.n_classifier,
+                                steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
+                                encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
+        if not 0 <= a.trial < cfg['trials']: raise ValueError(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}, got {a.trial}")
     with closing_process_group():
         up = prepare_upstream(cfg, a.root, a.device)
         up['expert_set'] = in_memory(up['datasets']['expert'], a.device)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (PATHOLOGIES, atomic_write, atomic_write_path, phase_tally, phases_since, provenance, read_json,
+from .core import (PATHOLOGIES, atomic_write, atomic_write_path, cli_errors, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
 from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
@@ -479,6 +479,8 @@ def chexseg_sweep(argv=None):
     ap.add_argument('--collect', action='store_true', help='run nothing; assemble the figures from the runs already finished')
     ap.add_argument('--stack_trials', action='store_true', help="train each run's trials at once (one stacked model; see benchmarks/bench_stacked.py)")
     a = add_data_arguments(ap).parse_args(argv)
-    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, stack_trials=a.stack_trials,
-                    data_root=a.data_root, **with_settings(dict(a.set), trials=a.trials, steps=a.steps, size=a.size))
+    with cli_errors(ap):                                          # bad settings stop here, before any work
+        settings = dict(stack_trials=a.stack_trials, data_root=a.data_root, **with_settings(dict(a.set), trials=a.trials, steps=a.steps, size=a.size))
+        sweep_plan(a.ps, a.sources, a.scale, a.root, a.device, **settings)
+    res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, **settings)
     print(table1(res).round(3).to_string())

@@ -92,9 +92,10 @@ def test_pool_sizes():
     assert unlabeled_size(0.01, 24, min_unlabeled=3) == 3 and unlabeled_size(1, 24) == 24
 
 
-def test_cli_checks_before_work(tmp_path):
-    with pytest.raises(ValueError, match='got 2.0'):
+def test_cli_checks_before_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         chexseg_distill(['--scale', 'smoke', '--fractions', '2', '--root', str(tmp_path)])
+    assert stop.value.code == 2 and 'chexseg_distill: error: ' in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
