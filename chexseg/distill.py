@@ -20,7 +20,7 @@ from .core import (PATHOLOGIES, atomic_write_path, cli_errors, get_device, in_te
                           phase_tally, phases_since, provenance, read_json, run_dir, save_state, save_weights,
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
-from .semi import (MaskSet, batched_outputs, build_segmenter, data_label, evaluate_segmenter, experiment_config,
+from .semi import (MaskSet, batched_outputs, build_segmenter, check_data_root, data_label, evaluate_segmenter, experiment_config,
                           figures_dir, init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
                           shared_splits, summary_rows, with_settings)
 from .saliency import file_key
@@ -454,8 +454,8 @@ def chexseg_distill(argv=None):
     ap.add_argument('--trial', type=int, default=0, help="with --curve: the trial whose teacher the student learns from")
     a = add_data_arguments(ap).parse_args(argv)
     with cli_errors(ap):                                          # bad settings stop here, before any work
-        cfg = experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
-                                                                   n_classifier=a.n_classifier, data_root=a.data_root))
+        cfg = check_data_root(experiment_config(a.scale, a.device, **with_settings(dict(a.set), size=a.size, seed=a.seed, n_test=a.n_test,
+                                                                                   n_classifier=a.n_classifier, data_root=a.data_root)))
         ignored = [f'--{k}' for k, v in (('steps', a.steps is not None), ('trials', a.trials is not None), ('workers', a.workers != 1)) if v]
         if a.curve and ignored: raise ValueError(f"{' and '.join(ignored)} set the experiment, not --curve (its checkpoints are its steps; --trial its trial)")
         if a.curve: check_curve_args(a.curve, a.fractions, a.tau, a.trial, a.min_unlabeled)

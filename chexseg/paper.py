@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import PATHOLOGIES, atomic_write, cli_errors, phase_tally, phases_since, provenance, read_json, sum_phases, write_json
-from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, figures_dir, output_name, size_settings,
+from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_data_root, data_label, experiment_config, figures_dir, output_name, size_settings,
                           with_settings)
 from .sweep import (KeptKernel, KernelPool, PAPER_PS, add_data_arguments, error_line, execute, markdown_table, notebook_path,
                            run_sweep, sweep_groups, sweep_plan, sweep_runs)
@@ -365,7 +365,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--student_steps', type=int, help="training steps of each distillation student (default: its teacher's); "
                     "students learn the rare, small findings far more slowly than their teachers (see 05_distill)")
     a = add_data_arguments(ap).parse_args(argv)
-    with cli_errors(ap): paper_config(a.scale, a.stages, a.device, a.ps, a.sources, a.stack_trials, a.data_root, dict(a.set), a.student_steps)   # before any work
+    with cli_errors(ap): check_data_root(paper_config(a.scale, a.stages, a.device, a.ps, a.sources, a.stack_trials, a.data_root, dict(a.set), a.student_steps)[0])   # before any work
     try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
                            a.data_root, dict(a.set), a.student_steps)
     except KeyboardInterrupt: sys.exit(f"chexseg_paper: interrupted; summary.md and paper.json under {a.figures}/ say what finished")

@@ -37,10 +37,10 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings', 'with_settings',
            'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
            'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits',
-           'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'output_name', 'figures_dir', 'data_label',
-           'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix',
-           'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
-           'plot_predictions']
+           'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'check_data_root', 'output_name',
+           'figures_dir', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter',
+           'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment',
+           'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -463,6 +463,13 @@ def data_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of the folder `cfg['data_root']`: your own films (it has a labels.csv) or CheXpert + CheXlocalize."
     return folder_splits(cfg) if (Path(cfg['data_root'])/'labels.csv').is_file() else real_splits(cfg)
 
+def check_data_root(cfg: dict) -> dict:
+    """`cfg`, once every split of its `data_root` (none for the phantom) is found and holds the films its sizes ask for:
+    what the console entry points check before any work, so a missing file or a folder too small is named at once."""
+    if cfg['data_root'] is not None:
+        for spec in data_splits(cfg).values(): dataset_from_spec(spec)
+    return cfg
+
 # %% ../nbs/04_semi.ipynb #c4e8a9b0
 def output_name(cfg: dict) -> str:
     "The folder of a configuration's outputs under `figures/` and the drivers' run folders: its scale, and its data folder's name if it has one."
@@ -581,10 +588,10 @@ def chexseg_train_segmenter(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv[1:] if argv[:1] == ['--'] else argv)   # torchrun takes `--p` for its own options: there, write `-- --p 0.9`
     with cli_errors(ap):
-        cfg = experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
-                                n_val=a.n_val, n_classifier=a.n_classifier,
-                                steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
-                                encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root)
+        cfg = check_data_root(experiment_config(a.scale, a.device, p=a.p, weak_source=a.weak_source, n_expert=a.n_expert, n_weak=a.n_weak,
+                                                n_val=a.n_val, n_classifier=a.n_classifier,
+                                                steps=a.steps, batch_size=a.batch_size, size=a.size, seed=a.seed, lr=a.lr,
+                                                encoder_init=a.encoder_init, init_weights=a.init_weights, data_root=a.data_root))
         if not 0 <= a.trial < cfg['trials']: raise ValueError(f"--trial must lie in [0, {cfg['trials']}) at scale {cfg['scale']}, got {a.trial}")
     with closing_process_group():
         up = prepare_upstream(cfg, a.root, a.device)

@@ -16,7 +16,7 @@ import torch
 from .core import (PATHOLOGIES, atomic_write, atomic_write_path, cli_errors, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
-from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_p, data_label, experiment_config,
+from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_data_root, check_p, data_label, experiment_config,
                           figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0
@@ -481,6 +481,6 @@ def chexseg_sweep(argv=None):
     a = add_data_arguments(ap).parse_args(argv)
     with cli_errors(ap):                                          # bad settings stop here, before any work
         settings = dict(stack_trials=a.stack_trials, data_root=a.data_root, **with_settings(dict(a.set), trials=a.trials, steps=a.steps, size=a.size))
-        sweep_plan(a.ps, a.sources, a.scale, a.root, a.device, **settings)
+        check_data_root(sweep_plan(a.ps, a.sources, a.scale, a.root, a.device, **settings)[1])
     res = run_sweep(a.ps, a.sources, a.scale, a.figures, a.root, a.workers, a.device, a.collect, **settings)
     print(table1(res).round(3).to_string())

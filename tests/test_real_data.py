@@ -2,6 +2,7 @@
 import json, shutil
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
+from chexseg.core import refusal
 from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, read_segmentation_json, write_chexpert_csv, write_folder_dataset
 from chexseg.metrics import iou_table
 from chexseg.phantom import phantom_split, write_phantom
@@ -100,6 +101,14 @@ def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path
     cfg = experiment_config('smoke', 'cpu', data_root=str(chexpert_folder), n_expert=10, n_val=6)
     with pytest.raises(ValueError, match=r'valid\.csv has 14 frontal images; the split needs rows 10 to 16'):
         run_experiment(cfg, tmp_path)
+
+
+@pytest.mark.parametrize('main', [chexseg_sweep, chexseg_paper])
+def test_a_driver_names_a_folder_too_small_before_any_work(chexpert_folder, tmp_path, monkeypatch, main):
+    monkeypatch.chdir(tmp_path)
+    err = refusal(main, ['--scale', 'smoke', '--data_root', str(chexpert_folder), '--set', 'n_expert=10', 'n_val=6'])
+    assert err.startswith(f'{main.__name__}: error: ') and 'valid.csv has 14 frontal images; the split needs rows 10 to 16' in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_whole_paper_on_the_folder_goes_apart_from_the_phantoms(chexpert_folder, tmp_path):
