@@ -29,14 +29,18 @@ from chexseg.sweep import SETUP_CELL, notebook_path, runnable_copy
 
 @pytest.mark.parametrize('name', ['04_semi.ipynb', '05_distill.ipynb', '06_encoders.ipynb', '07_radiologists.ipynb'])
 def test_runnable_copies(name):
-    "Every notebook a driver executes has a parameters cell, and its example-free copy keeps the run and every definition."
+    """Every notebook a driver executes has a parameters cell in its last section (the run), so that its example-free copy
+    keeps the run and every definition and drops every example above them."""
     full = json.loads(notebook_path(name).read_text())['cells']
     lean = json.loads(runnable_copy(name).read_text())['cells']
     start = lambda cells: next(i for i, c in enumerate(cells) if 'parameters' in c['metadata'].get('tags', []))
     assert full[start(full):] == lean[start(lean):]
     exported = lambda cells: [c['source'] for c in cells if c['cell_type'] == 'code' and SETUP_CELL.match(''.join(c['source']))]
     assert exported(full) == exported(lean)
-    assert len(lean) <= len(full)
+    heading = lambda c: c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('#')
+    assert not any(heading(c) for c in full[start(full):]), f"{name}: a section follows the parameters cell, so the drivers run its examples"
+    examples = lambda cells: [c for c in cells[:start(cells)] if c['cell_type'] == 'code' and not SETUP_CELL.match(''.join(c['source']))]
+    assert examples(full) and not examples(lean)
 
 
 import time
