@@ -28,7 +28,7 @@ CASES = [
     (chexseg_train_segmenter, ['--scale', 'smoke', '--trial', '5'], '--trial must lie in [0, 1) at scale smoke, got 5'),
     (chexseg_train_classifier, ['--dataset', 'folder'], '--data_root is required with --dataset folder'),
     (chexseg_segment, ['--run', 'nowhere', '--films', '.', '--out', 'pred.json'], 'run.json not found'),
-    (chexseg_eval, ['--gt', 'gt.json', '--pred', 'gt.json', '--out', 'out'], 'gt.json'),
+    (chexseg_eval, ['--gt', 'gt.json', '--pred', 'gt.json', '--out', 'out'], 'JSON file not found: gt.json'),
     (chexseg_phantom, ['--n', '1', '--out', 'films', '--size', '7'], 'got 7'),
 ]
 

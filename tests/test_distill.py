@@ -95,7 +95,8 @@ def test_pool_sizes():
 def test_cli_checks_before_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         chexseg_distill(['--scale', 'smoke', '--fractions', '2', '--root', str(tmp_path)])
-    assert stop.value.code == 2 and 'chexseg_distill: error: ' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith('chexseg_distill: error: ') and 'got 2.0' in err, err
     assert list(tmp_path.iterdir()) == []
 
 

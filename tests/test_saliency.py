@@ -101,14 +101,20 @@ def test_otsu_equals_opencv():
         np.testing.assert_array_equal(o.numpy(), ref > 0)
 
 
-def test_weak_masks_cached_and_written(tmp_path):
+def test_weak_masks_cached_and_written(tmp_path, monkeypatch):
+    import chexseg.saliency as saliency
     clf = tmp_path/'clf.safetensors'
     torch.manual_seed(0); save_classifier(Classifier('resnet18'), clf)
     tune, target = Disks(4, 64, seed=1), Disks(3, 64, seed=2)
     with pytest.warns(UserWarning, match='No tuning image is positive'):
         weak = weak_masks(clf, target, {'disks': 3}, tune, {'disks': 4}, tmp_path)
     assert isinstance(weak.rule, WeakMaskRule) and len(weak) == 3
-    again = weak_masks(clf, target, {'disks': 3}, tune, {'disks': 4}, tmp_path)     # cached: no warning, same rule
+    assert len(list(tmp_path.rglob('rule.json'))) == 1 and len(list(tmp_path.rglob('maps.pt'))) == 2   # the rule, the tuning and target maps
+    def computed(*args, **kwargs): raise AssertionError('computed again instead of read from the cache')
+    monkeypatch.setattr(saliency, 'tune_rule', computed); monkeypatch.setattr(saliency, 'dataset_maps', computed)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                             # read back: no tuning, so no warning
+        again = weak_masks(clf, target, {'disks': 3}, tune, {'disks': 4}, tmp_path)
     assert again.rule == weak.rule
     seg = weak_segmentation(weak)
     assert sorted(seg) == ['disk0', 'disk1', 'disk2'] and set(seg['disk0']) == set(PATHOLOGIES)
