@@ -19,15 +19,15 @@ import torchvision
 from torch.utils.data import Dataset
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
-                          autocast, cli_errors, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
+                          at_least, autocast, cli_errors, load_fitting, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
 from .train import closing_process_group, dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
 # %% auto #0
 __all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'one_channel', 'Classifier', 'label_columns',
            'pathology_rows', 'save_classifier', 'load_classifier', 'weighted_bce', 'classifier_loss', 'BatchNormGroups',
-           'train_classifier', 'dataset_from_spec', 'data_spec', 'chexseg_train_classifier', 'predict', 'roc_curve',
-           'auroc', 'auroc_table', 'plot_roc']
+           'classifier_steps', 'train_classifier', 'dataset_from_spec', 'data_spec', 'chexseg_train_classifier',
+           'predict', 'roc_curve', 'auroc', 'auroc_table', 'plot_roc']
 
 # %% ../nbs/02_classifier.ipynb #45a5ab6a
 ARCHS = ('densenet121', 'resnet18')
@@ -99,11 +99,9 @@ def load_classifier(path: str | Path, arch: str | None = None) -> Classifier:
     sd, meta = load_weights(path, arch=arch)
     if meta.get('stage') != 'classifier':
         raise CheckpointError(f"{path} is a chexseg checkpoint but not a classifier's (stage {meta.get('stage')!r})")
-    model = Classifier(meta['backbone'], meta['class_names'])
-    try: model.load_state_dict(sd)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit a {meta['backbone']} classifier: {str(e).splitlines()[0]}") from None
-    return model.eval()
+    try: model = Classifier(meta['backbone'], meta['class_names'])
+    except (KeyError, ValueError) as e: raise CheckpointError(f"{path}: its metadata does not describe a classifier ({e})") from None
+    return load_fitting(model, sd, path).eval()
 
 # %% ../nbs/02_classifier.ipynb #8ddc3f67
 def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -126,18 +124,24 @@ class BatchNormGroups(nn.Module):
         return torch.stack([self.model(x[g::groups]) for g in range(groups)], 1).flatten(0, 1)
 
 # %% ../nbs/02_classifier.ipynb #dab9f05b
+def classifier_steps(n_images: int, epochs: float, batch_size: int) -> int:
+    "The training steps of `epochs` over `n_images` in batches of `batch_size`; raises where that is no step at all."
+    steps = math.ceil(epochs * n_images / batch_size) if batch_size >= 1 else 0
+    if steps < 1: raise ValueError(f"{n_images} images for {epochs} epochs in batches of {batch_size} make no training step")
+    return steps
+
 @timed_phase('classifier training')
 def train_classifier(dataset: Dataset, root: str | Path, data: dict, arch: str = 'densenet121', labels: str = 'chexpert',
                      lr: float = 1e-4, batch_size: int = 16, epochs: float = 3, ckpt_every: int = 500, seed: int = 0,
                      bn_batch: int | None = None, device=None) -> Path:
     "Train (or resume, or find cached) a classifier on `dataset`, described by `data`; return its weights file."
     if labels not in LABEL_SETS: raise ValueError(f"labels must be one of {list(LABEL_SETS)}, got {labels!r}")
+    steps = classifier_steps(len(dataset), epochs, batch_size)
     settings = dict(data=data, arch=arch, labels=labels, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed, bn_batch=bn_batch)
     out = run_dir(root, 'classifier', settings); final = out/'classifier.safetensors'
     if final.exists():
         if is_main_process(): report_cached('classifier', final)
         return final
-    steps = math.ceil(epochs * len(dataset) / batch_size)
     seed_everything(seed)
     model = Classifier(arch, LABEL_SETS[labels])
     columns = label_columns(model.class_names)
@@ -182,15 +186,15 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--data_root', help='image root (chexpert, folder)')
     p.add_argument('--csv', help='CheXpert label CSV (chexpert)')
     p.add_argument('--split', default='train', choices=['train', 'valid', 'test'], help='phantom split')
-    p.add_argument('--n', type=int, default=None, help='images: of the phantom split (default 4000), or rows of the CheXpert CSV or labels.csv (default all)')
-    p.add_argument('--offset', type=int, default=0, help='images of the phantom split (rows of the CSV or labels.csv) to skip')
+    p.add_argument('--n', type=at_least(1), default=None, help='images: of the phantom split (default 4000), or rows of the CheXpert CSV or labels.csv (default all)')
+    p.add_argument('--offset', type=at_least(0), default=0, help='images of the phantom split (rows of the CSV or labels.csv) to skip')
     p.add_argument('--data_seed', type=int, default=0, help='phantom seed')
     p.add_argument('--size', type=int, default=320, help='image side in pixels')
     p.add_argument('--policy', default='U-Ones', choices=['U-Ones', 'U-Zeros', 'U-Ignore'])
     p.add_argument('--arch', default='densenet121', choices=ARCHS)
     p.add_argument('--labels', default='chexpert', choices=list(LABEL_SETS))
     p.add_argument('--lr', type=float, default=1e-4)
-    p.add_argument('--batch_size', type=int, default=16, help='global batch size')
+    p.add_argument('--batch_size', type=at_least(1), default=16, help='global batch size')
     p.add_argument('--epochs', type=float, default=3)
     p.add_argument('--ckpt_every', type=int, default=500, help='iterations between checkpoints')
     p.add_argument('--seed', type=int, default=0)
@@ -212,9 +216,11 @@ def data_spec(args) -> dict:
 def chexseg_train_classifier(argv=None):
     "Console entry point: train a classifier (or find it cached) and print the path of its weights."
     parser = _train_parser(); args = parser.parse_args(argv)
-    with cli_errors(parser): spec = data_spec(args)
+    with cli_errors(parser):                                      # bad settings or data stop here, before any work
+        spec = data_spec(args); dataset = dataset_from_spec(spec)
+        classifier_steps(len(dataset), args.epochs, args.batch_size)
     with closing_process_group():
-        path = train_classifier(dataset_from_spec(spec), args.out, spec, arch=args.arch, labels=args.labels, lr=args.lr,
+        path = train_classifier(dataset, args.out, spec, arch=args.arch, labels=args.labels, lr=args.lr,
                                 batch_size=args.batch_size, epochs=args.epochs, ckpt_every=args.ckpt_every,
                                 seed=args.seed, bn_batch=args.bn_batch, device=args.device)
         if is_main_process(): print(path)

@@ -14,9 +14,9 @@ import torch
 __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALIZATION_TO_CHEXPERT', 'localization_name',
            'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
            'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
-           'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights', 'save_state', 'load_state',
-           'cli_errors', 'refusal', 'cpu_model', 'device_name', 'git_commit', 'provenance', 'timed_phase',
-           'phase_tally', 'phases_since', 'sum_phases']
+           'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights', 'load_fitting', 'save_state',
+           'load_state', 'cli_errors', 'at_least', 'refusal', 'cpu_model', 'device_name', 'git_commit', 'provenance',
+           'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -181,7 +181,16 @@ def load_weights(path: str | Path, arch: str | None = None) -> tuple[dict, dict]
     if 'arch' not in header: raise CheckpointError(f"{path} is a safetensors file but not a chexseg checkpoint (no 'arch' tag)")
     if arch is not None and header['arch'] != arch:
         raise CheckpointError(f"{path} holds weights for {header['arch']!r}, not {arch!r}")
-    return sd, json.loads(header.get('meta', '{}'))
+    try: return sd, json.loads(header.get('meta', '{}'))
+    except json.JSONDecodeError as e: raise CheckpointError(f"{path}: its metadata is not JSON ({e})") from None
+
+def load_fitting(model: torch.nn.Module, state_dict: dict, path: str | Path) -> torch.nn.Module:
+    "`model` with `state_dict` (read from `path`) loaded; weights that do not fit it raise a `CheckpointError` naming `path`."
+    try: model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]      # a headline, then one line per misfit
+        raise CheckpointError(f"{path}: weights do not fit a {type(model).__name__} ({lines[min(1, len(lines) - 1)][:200]})") from None
+    return model
 
 def save_state(state: dict, path: str | Path):
     "Save a training state (tensors, numbers, strings and containers of them) atomically with `torch.save`."
@@ -203,6 +212,15 @@ def cli_errors(parser: argparse.ArgumentParser):
     "Within it, a `ValueError` or `OSError` ends the program as argparse does a bad argument: `<prog>: error: <message>`, status 2."
     try: yield
     except (ValueError, OSError) as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+def at_least(minimum: int):
+    "An argparse type: a whole number of at least `minimum` (a count, a batch size, a seed), refused by name otherwise."
+    def whole_number(text: str) -> int:
+        try: value = int(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum: raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return whole_number
 
 def refusal(main, argv: list[str]) -> str:
     "What the console entry point `main` writes to stderr when it refuses `argv` with status 2; raises if it does not refuse them so."

@@ -21,7 +21,7 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
 __all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json', 'image_id',
            'mask_to_rle', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks',
            'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask', 'annotation_to_masks',
-           'read_annotation_json', 'write_annotation_json', 'read_chexpert_csv', 'write_chexpert_csv',
+           'read_annotation_json', 'write_annotation_json', 'read_csv_file', 'read_chexpert_csv', 'write_chexpert_csv',
            'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item',
            'CheXpertDataset', 'chexlocalize_files', 'FolderDataset', 'write_folder_dataset']
 
@@ -271,13 +271,17 @@ def _is_frontal(df: pd.DataFrame) -> pd.Series:
     if 'Frontal/Lateral' in df.columns: return df['Frontal/Lateral'].astype(str).str.strip().str.lower() == 'frontal'
     return df['Path'].astype(str).map(lambda p: 'frontal' in PurePosixPath(p.replace('\\', '/')).name.lower())
 
+def read_csv_file(path: str | Path, **kwargs) -> pd.DataFrame:
+    "`pd.read_csv(path, **kwargs)`, with a file that is not a readable CSV (empty, broken quoting, not text) named in a `DataFormatError`."
+    try: return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"{path}: not a readable CSV ({e})") from None
+
 def read_chexpert_csv(path: str | Path, frontal_only: bool = True) -> pd.DataFrame:
     "`Path` plus the 14 CheXpert labels (float: 1, 0, -1, NaN for blank) from a CheXpert label CSV."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"CheXpert label CSV not found: {path}")
-    try: df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{path}: not a readable CSV ({e})") from None
+    df = read_csv_file(path)
     if 'Path' in df.columns and frontal_only: df = df[_is_frontal(df)]
     return _check_labels(df, path)
 
@@ -389,7 +393,7 @@ def read_image(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
             if im.mode in _SIXTEEN_BIT: return np.clip(np.asarray(im, np.float32) / 65535, 0, 1)
             if im.mode == 'F': return np.clip(np.asarray(im, np.float32), 0, 1)
             return np.asarray(im.convert('L'), np.float32) / 255
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
 
 def _read_dicom(path: Path, cxr_id: str | None = None) -> np.ndarray:
@@ -399,9 +403,9 @@ def _read_dicom(path: Path, cxr_id: str | None = None) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
         a = ds.pixel_array
+        if a.ndim == 2: a = np.asarray(apply_voi_lut(apply_modality_lut(a, ds), ds), np.float32)   # a malformed LUT is the file's fault too
     except Exception as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable DICOM ({type(e).__name__}: {e})") from None
     if a.ndim != 2: raise DataFormatError(f"{_where(path, cxr_id)}: a film is one greyscale frame, this DICOM holds pixel data of shape {a.shape}")
-    a = np.asarray(apply_voi_lut(apply_modality_lut(a, ds), ds), np.float32)
     if ds.get('PhotometricInterpretation') == 'MONOCHROME1': a = -a
     lo, hi = float(a.min()), float(a.max())
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
@@ -431,7 +435,7 @@ def _image_size(path: Path, cxr_id: str) -> tuple[int, int]:
     if not path.is_file(): raise FileNotFoundError(f"{_where(path, cxr_id)}: image file not found")
     try:
         with Image.open(path) as im: return im.height, im.width
-    except (UnidentifiedImageError, OSError) as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
 
 def _check_mask_size(masks: np.ndarray, image: np.ndarray, source, cxr_id: str, image_path: Path):
     "Raise unless `masks` [10, h, w] is as large as `image`, naming both files."
@@ -448,7 +452,8 @@ class CheXpertDataset(torch.utils.data.Dataset):
         self.table = _check_labels(csv) if isinstance(csv, pd.DataFrame) else read_chexpert_csv(csv, frontal_only)
         self.bases = list(dict.fromkeys([self.root] + ([] if isinstance(csv, pd.DataFrame) else [Path(csv).parent])))
         self._found = {}                          # image index -> its file, once looked up (every epoch reads it again)
-        self.ids = [image_id(p) for p in self.table['Path']]
+        try: self.ids = [image_id(p) for p in self.table['Path']]
+        except ValueError as e: raise DataFormatError(f"{_where(None if isinstance(csv, pd.DataFrame) else csv)}: {e}") from None
         _check_unique(self.ids, csv if not isinstance(csv, pd.DataFrame) else None)
         self.targets, self.weights = uncertainty_targets(self.table[list(CHEXPERT_LABELS)].to_numpy(), policy)
         self.seg = read_segmentation_json(seg_json) if seg_json is not None else {}
@@ -520,9 +525,7 @@ def chexlocalize_files(root: str | Path, keys=tuple(CHEXLOCALIZE_FILES)) -> dict
 def _folder_labels(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     "labels.csv of a folder dataset as a full 14-column CheXpert table, and which columns it really had."
     if not path.is_file(): raise FileNotFoundError(f"{path}: labels.csv not found (a folder dataset needs images/, labels.csv, optional masks/)")
-    try: df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{path}: not a readable CSV ({e})") from None
+    df = read_csv_file(path)
     if 'Path' not in df.columns: raise DataFormatError(f"{path}: needs a 'Path' column naming files in images/")
     names = {}
     for col in df.columns.drop('Path'):

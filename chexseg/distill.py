@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_distill.ipynb #f0301ced
 from __future__ import annotations
-import argparse, multiprocessing, time, warnings
+import argparse, math, multiprocessing, time, warnings
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -156,13 +156,14 @@ def distill_rows(summary: pd.DataFrame, cfg: dict, trial: int, model: str, fract
     s = summary_rows(dict(summary=summary, trial=trial), cfg).rename(columns={'encoder_init': 'init'})
     return s.assign(model=model, fraction=fraction, n_unlabeled=n)[DISTILL_COLUMNS]
 
-def check_distill_args(fractions, trials: int, steps: int, tau: float, min_unlabeled: int) -> list[float]:
+def check_distill_args(fractions, trials: int, steps: int, tau: float, min_unlabeled: int, lr: float = 1e-3) -> list[float]:
     "The fractions (one or several), sorted and checked, after the other knobs are checked too: bad input fails before any work."
     fractions = sorted({check_fraction(f) for f in np.atleast_1d(fractions).tolist()})
     if not fractions: raise ValueError("no unlabeled-data fraction given")
     for k, v in dict(trials=trials, steps=steps, min_unlabeled=min_unlabeled).items():
         if int(v) < 1: raise ValueError(f"{k} must be at least 1, got {v}")
     if not tau > 0: raise ValueError(f"the temperature tau must be positive, got {tau}")
+    if not 0 < lr < math.inf: raise ValueError(f"the students' learning rate lr must be positive, got {lr}")
     return fractions
 
 def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str | Path, device, min_unlabeled: int) -> dict:
@@ -260,7 +261,7 @@ def run_distillation(cfg: dict, fractions=(0.01, 0.1), inits=('random', 'moco', 
     run's JSON into `figures_dir` (`figures/<scale>/`; `<scale>-<folder>` with a `data_root`)."""
     t0, tally = time.perf_counter(), phase_tally()
     trials, steps = cfg['trials'] if trials is None else trials, cfg['steps'] if steps is None else steps   # 0 is refused, not taken for the default
-    fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled)
+    fractions = check_distill_args(fractions, trials, steps, tau, min_unlabeled, lr)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if not use: raise ValueError(f"none of the encoder initialisations {list(inits)} can run here: {skipped}")
     device = get_device(device)
@@ -339,7 +340,7 @@ def student_curve(cfg: dict, checkpoints=(300, 600, 900, 1200), init: str = 'ran
     each of `checkpoints` steps: long rows like `run_distillation`'s (`CURVE_COLUMNS`), with the student's step count
     and temperature (the teacher's: its own steps, no temperature)."""
     checkpoints = check_checkpoints(checkpoints)
-    [fraction] = check_distill_args(fraction, 1, checkpoints[-1], tau, min_unlabeled)
+    [fraction] = check_distill_args(fraction, 1, checkpoints[-1], tau, min_unlabeled, lr)
     device = get_device(device)
     ctx = distill_setup(cfg, [init], [fraction], root, device, min_unlabeled)
     tcfg, up, seed, n = teacher_config(cfg, init), ctx['ups'][init], cfg['seed'] + trial, ctx['sizes'][fraction]
@@ -410,11 +411,11 @@ def curve_stem(figures: str | Path, cfg: dict, init: str, trial: int, fraction: 
     "Where `student_curves` writes one curve: `figures/<scale>/student_curve_<init>_trial<k>_<percent>pct` (no dot in the name; the folder is `figures_dir`'s)."
     return figures_dir(figures, cfg, device)/f"student_curve_{init}_trial{trial}_{fraction * 100:g}pct".replace('.', '_')
 
-def check_curve_args(checkpoints, fractions, taus, trial: int, min_unlabeled: int) -> tuple[list[int], list[float]]:
+def check_curve_args(checkpoints, fractions, taus, trial: int, min_unlabeled: int, lr: float = 1e-3) -> tuple[list[int], list[float]]:
     "`student_curves`' checkpoints and fractions, checked and sorted, after its other knobs are checked too: bad input fails before any work."
     checkpoints = check_checkpoints(checkpoints)
     if not len(taus): raise ValueError("no temperature given")
-    for tau in taus: fractions = check_distill_args(fractions, 1, checkpoints[-1], tau, min_unlabeled)
+    for tau in taus: fractions = check_distill_args(fractions, 1, checkpoints[-1], tau, min_unlabeled, lr)
     if int(trial) < 0: raise ValueError(f"trial must be 0 or more, got {trial}")
     return checkpoints, fractions
 
@@ -422,7 +423,7 @@ def student_curves(cfg: dict, checkpoints, inits=('random',), fractions=(0.1,), 
                    root: str | Path = 'runs', device=None, min_unlabeled: int = 4, figures: str | Path = 'figures') -> dict:
     """`student_curve` of every initialisation in `inits` and fraction in `fractions`, a line per temperature in `taus`
     (the first one's with its teacher), each written by `write_curve_outputs` at `curve_stem`; the curves by stem."""
-    checkpoints, fractions = check_curve_args(checkpoints, fractions, taus, trial, min_unlabeled)
+    checkpoints, fractions = check_curve_args(checkpoints, fractions, taus, trial, min_unlabeled, lr)
     use, skipped = available_inits([inits] if isinstance(inits, str) else inits, encoder=cfg['encoder'])
     if skipped or not use: raise ValueError(f"no curve can be drawn for the initialisations {skipped or list(inits)}")
     curves = {}
@@ -458,9 +459,9 @@ def chexseg_distill(argv=None):
                                                                                    n_classifier=a.n_classifier, data_root=a.data_root)))
         ignored = [f'--{k}' for k, v in (('steps', a.steps is not None), ('trials', a.trials is not None), ('workers', a.workers != 1)) if v]
         if a.curve and ignored: raise ValueError(f"{' and '.join(ignored)} set the experiment, not --curve (its checkpoints are its steps; --trial its trial)")
-        if a.curve: check_curve_args(a.curve, a.fractions, a.tau, a.trial, a.min_unlabeled)
+        if a.curve: check_curve_args(a.curve, a.fractions, a.tau, a.trial, a.min_unlabeled, a.lr)
         elif len(a.tau) > 1: raise ValueError(f"one --tau for the experiment (several only with --curve), got {a.tau}")
-        else: check_distill_args(a.fractions, cfg['trials'] if a.trials is None else a.trials, cfg['steps'] if a.steps is None else a.steps, a.tau[0], a.min_unlabeled)
+        else: check_distill_args(a.fractions, cfg['trials'] if a.trials is None else a.trials, cfg['steps'] if a.steps is None else a.steps, a.tau[0], a.min_unlabeled, a.lr)
     if a.curve:
         for stem, curve in student_curves(cfg, a.curve, a.inits, a.fractions, a.tau, a.trial, a.lr, a.root, a.device,
                                           a.min_unlabeled, a.figures).items():

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, load_state, load_weights,
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, autocast, get_device, load_fitting, load_state, load_weights,
                           run_dir, save_state, save_weights, seed_everything, to_device, write_json)
 
 # %% auto #0
@@ -359,8 +359,7 @@ IRNET_ARCH = 'irnet-resnet50'
 def load_irnet(path: str | Path) -> IRNet:
     "An IRNet saved by `train_irnet`, in evaluation mode."
     sd, _ = load_weights(path, arch=IRNET_ARCH)
-    model = IRNet(); model.load_state_dict(sd)
-    return model.eval()
+    return load_fitting(IRNet(), sd, path).eval()
 
 @timed_phase('IRNet training')
 def train_irnet(dataset: torch.utils.data.Dataset, root: str | Path, data: dict, epochs: int = 3, batch_size: int = 16,

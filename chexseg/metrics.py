@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
-from .core import PATHOLOGIES, atomic_write_path, cli_errors, write_json
+from .core import PATHOLOGIES, at_least, atomic_write_path, cli_errors, write_json
 from .data import DataFormatError, read_segmentation_json
 
 # %% auto #0
@@ -252,8 +252,8 @@ def chexseg_eval(argv: list[str] | None = None):
     p.add_argument('--true_pos_only', type=_parse_bool, default=True,
                    help='True (default): score only pairs where both masks are non-empty; False: also score false '
                         'positives and negatives (0), including images only in the predictions')
-    p.add_argument('--n_boot', type=int, default=1000, help='bootstrap replicates (default 1000)')
-    p.add_argument('--seed', type=int, default=0, help='bootstrap seed (default 0)')
+    p.add_argument('--n_boot', type=at_least(1), default=1000, help='bootstrap replicates (default 1000)')
+    p.add_argument('--seed', type=at_least(0), default=0, help='bootstrap seed (default 0)')
     args = p.parse_args(argv)
     with cli_errors(p): _, summary = evaluate(args.gt, args.pred, args.out, args.true_pos_only, args.n_boot, args.seed)
     print(summary.round(3).to_string())

@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, at_least, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
                           write_json)
 from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
                           write_annotation_json, write_chexpert_csv, read_image, _resize)
@@ -1151,8 +1151,8 @@ def _save_image(image: np.ndarray, path: Path):
 def write_phantom(out: str | Path, n_train: int, n_valid: int = 200, n_test: int = 500, size: int = 320, seed: int = 0,
                   cfg: PhantomConfig | None = None, fmt: str = 'jpg', batch_size: int = 16, device=None) -> dict:
     "Write a phantom CheXpert + CheXlocalize folder: images, CSVs, GT segmentations and polygons, readers' outlines."
-    for name, v in (('n_train', n_train), ('n_valid', n_valid), ('n_test', n_test)):
-        if not isinstance(v, (int, np.integer)) or v < 0: raise ValueError(f"write_phantom: {name} must be an int >= 0, got {v!r}")
+    for name, v, least in (('n_train', n_train, 0), ('n_valid', n_valid, 0), ('n_test', n_test, 0), ('batch_size', batch_size, 1)):
+        if not isinstance(v, (int, np.integer)) or v < least: raise ValueError(f"write_phantom: {name} must be an int >= {least}, got {v!r}")
     if fmt not in ('jpg', 'png'): raise ValueError(f"write_phantom: fmt must be 'jpg' or 'png', got {fmt!r}")
     out, cfg = Path(out), cfg or PhantomConfig()
     files = {}
@@ -1191,23 +1191,18 @@ def write_phantom(out: str | Path, n_train: int, n_valid: int = 200, n_test: int
     write_json(meta, out/'phantom.json', indent=2)
     return meta
 
-def _nonneg_int(s: str) -> int:
-    v = int(s)
-    if v < 0: raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
 def chexseg_phantom(argv: list[str] | None = None):
     "Console script: write a phantom dataset in CheXpert / CheXlocalize formats."
     p = argparse.ArgumentParser(prog='chexseg_phantom', description=write_phantom.__doc__)
-    p.add_argument('--n', type=_nonneg_int, required=True, help='training images (train.csv, labeler labels, no masks)')
+    p.add_argument('--n', type=at_least(0), required=True, help='training images (train.csv, labeler labels, no masks)')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--size', type=int, default=320, help='image size in pixels')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--n_valid', type=_nonneg_int, default=200, help='validation images (true labels, expert masks)')
-    p.add_argument('--n_test', type=_nonneg_int, default=500, help="test images (true labels, expert masks, readers' outlines)")
-    p.add_argument('--readers', type=_nonneg_int, default=3, help='simulated radiologists on the test split')
+    p.add_argument('--n_valid', type=at_least(0), default=200, help='validation images (true labels, expert masks)')
+    p.add_argument('--n_test', type=at_least(0), default=500, help="test images (true labels, expert masks, readers' outlines)")
+    p.add_argument('--readers', type=at_least(0), default=3, help='simulated radiologists on the test split')
     p.add_argument('--format', choices=['jpg', 'png'], default='jpg')
-    p.add_argument('--batch_size', type=int, default=16)
+    p.add_argument('--batch_size', type=at_least(1), default=16)
     p.add_argument('--device', default=None, help='render on this device (default: CUDA when available)')
     a = p.parse_args(argv)
     with cli_errors(p): _check_size(a.size)

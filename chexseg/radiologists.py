@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
 from .data import (DataFormatError, annotation_to_masks, chexlocalize_files, masks_to_segmentation,
-                          read_annotation_json, read_data_json, read_segmentation_json)
+                          read_annotation_json, read_csv_file, read_data_json, read_segmentation_json)
 from .metrics import ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
 from .phantom import PhantomConfig, phantom_split
 from .sweep import markdown_table, save_figure
@@ -126,7 +126,7 @@ def read_per_image_iou(path: str | Path, trial='mean') -> pd.DataFrame:
     "A model's per-image IoU (index `cxr_id`, the 10 pathologies) from a per-image CSV; `trial` combines trials."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"per-image IoU file not found: {path}")
-    t = pd.read_csv(path, dtype={'cxr_id': str})
+    t = read_csv_file(path, dtype={'cxr_id': str})
     if 'cxr_id' not in t or list(t.columns.drop(['trial', 'cxr_id'], errors='ignore')) != list(PATHOLOGIES):
         raise DataFormatError(f"{path}: expected the columns [trial,] cxr_id, {', '.join(PATHOLOGIES)}; got {list(t.columns)}")
     if 'trial' not in t: return t.set_index('cxr_id')

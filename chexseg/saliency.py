@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, timed_phase, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
+from .core import (PATHOLOGIES, CheckpointError, timed_phase, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
                           write_json, read_json)
 from .classifier import Classifier, load_classifier, pathology_rows
 from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps
@@ -256,7 +256,9 @@ class WeakMaskRule:
     def save(self, path: str | Path): write_json(asdict(self), path, indent=2)
 
     @classmethod
-    def load(cls, path: str | Path) -> WeakMaskRule: return cls(**read_json(path))
+    def load(cls, path: str | Path) -> WeakMaskRule:
+        try: return cls(**read_json(path))
+        except TypeError as e: raise CheckpointError(f"{path} is not a weak-mask rule ({e})") from None
 
 def tune_rule(maps: Maps, masks, method: str = 'threshold', grid=THRESHOLD_GRID, cutoffs: bool = True,
               chunk: int = 8, device=None) -> tuple[WeakMaskRule, np.ndarray | None]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import PATHOLOGIES, atomic_write_path, cli_errors, in_test, read_json
+from .core import PATHOLOGIES, at_least, atomic_write_path, cli_errors, in_test, read_json
 from .data import (CheXpertDataset, DataFormatError, image_id, letterbox, masks_to_segmentation, read_image,
                           unletterbox, write_segmentation_json)
 from .phantom import FILM_SUFFIXES
@@ -49,12 +49,17 @@ def run_segmenter(run: str | Path, trial: int = 0) -> tuple[torch.nn.Module, np.
     path = Path(run)/'run.json'
     if not path.is_file(): raise FileNotFoundError(f"{path} not found: pass the folder of a finished run (04_semi's out_dir, e.g. runs/semi/cpu_p0.9_cam)")
     meta = read_json(path)
+    settings = meta.get('settings') if isinstance(meta, dict) else None
+    if not isinstance(settings, dict) or not {'encoder', 'size'} <= set(settings):
+        raise DataFormatError(f"{path} is not a run's run.json: it has no settings with the encoder and the film size")
     weights, thresholds = meta.get('weights') or {}, meta.get('thresholds') or {}
     if str(trial) not in weights or str(trial) not in thresholds:
         raise ValueError(f"{path} records no trained segmenter for trial {trial}" +
                          (f" (its trials: {', '.join(sorted(weights))})" if weights else ": it was written before runs recorded their weights; run it again (a driver's run: delete its results.csv first)"))
-    model, _ = load_segmenter(weights[str(trial)], meta['settings']['encoder'])
-    return model, np.array([thresholds[str(trial)][p] for p in PATHOLOGIES], np.float32), int(meta['settings']['size'])
+    missing = [p for p in PATHOLOGIES if p not in thresholds[str(trial)]]
+    if missing: raise DataFormatError(f"{path}: trial {trial} has no output threshold for {missing}")
+    model, _ = load_segmenter(weights[str(trial)], settings['encoder'])
+    return model, np.array([thresholds[str(trial)][p] for p in PATHOLOGIES], np.float32), int(settings['size'])
 
 # %% ../nbs/04b_segment.ipynb #be6804da
 def save_overlay(film: np.ndarray, masks: np.ndarray, path: str | Path, title: str = '', max_side: int = 512):
@@ -79,6 +84,7 @@ def save_overlay(film: np.ndarray, masks: np.ndarray, path: str | Path, title: s
 def segment_films(model: torch.nn.Module, thresholds: np.ndarray, films: list[tuple[str, Path]], size: int,
                   batch_size: int = 16, device=None):
     "Yield `(id, masks [10, H, W] uint8)` for each of `films`, at the film's own resolution."
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     cut = torch.as_tensor(thresholds, dtype=torch.float32)[:, None, None]
     for lo in range(0, len(films), batch_size):
         batch = films[lo:lo + batch_size]
@@ -107,9 +113,9 @@ def chexseg_segment(argv=None):
     ap.add_argument('--run', required=True, help="a finished run's folder, with its run.json (e.g. runs/semi/cpu_p0.9_cam)")
     ap.add_argument('--films', required=True, help='a CheXpert label CSV, or a folder of PNG, JPEG or DICOM films (searched at any depth)')
     ap.add_argument('--out', required=True, help='the segmentation JSON to write (every film, all ten pathologies, at its own resolution)')
-    ap.add_argument('--trial', type=int, default=0, help="which of the run's trials segments (default 0)")
+    ap.add_argument('--trial', type=at_least(0), default=0, help="which of the run's trials segments (default 0)")
     ap.add_argument('--overlays', help='also write a picture of each film with its masks into this folder (<id>.png)')
-    ap.add_argument('--batch_size', type=int, default=16); ap.add_argument('--device')
+    ap.add_argument('--batch_size', type=at_least(1), default=16); ap.add_argument('--device')
     a = ap.parse_args(argv)
     with cli_errors(ap): seg = segment_to_json(a.run, a.films, a.out, a.trial, a.batch_size, a.device, a.overlays)
     print(f"{len(seg)} films segmented into {a.out}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_semi.ipynb #893d2d35
 from __future__ import annotations
-import contextlib, sys, time
+import contextlib, math, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,12 @@ from torch.utils.data import Dataset, Subset
 
 
 from .core import (PATHOLOGIES, CheckpointError, cli_errors, timed_phase, phase_tally, phases_since, get_device, in_test,
-                          load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
+                          load_fitting, load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
 from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
 from .data import chexlocalize_files
-from .phantom import phantom_spec
+from .phantom import MAX_SIZE, MIN_SIZE, phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
@@ -197,14 +197,13 @@ def load_trained(model: torch.nn.Module, out_dir: str | Path, encoder: str) -> l
     weights = Path(out_dir)/'model.safetensors'
     if not weights.exists(): return None
     sd, meta = load_weights(weights, arch=segmenter_arch(encoder))
-    model.load_state_dict(sd)
+    load_fitting(model, sd, weights)
     return meta.get('losses', [])
 
 def load_segmenter(path: str | Path, encoder: str = 'resnet18') -> tuple:
     "The DeepLabV3+ saved at `path` (by `train_segmenter` or `train_student`) and its metadata: `(model, meta)`."
     sd, meta = load_weights(path, arch=segmenter_arch(encoder))
-    model = build_segmenter(encoder); model.load_state_dict(sd)
-    return model, meta
+    return load_fitting(build_segmenter(encoder), sd, path), meta
 
 # %% ../nbs/04_semi.ipynb #e7046074
 @timed_phase('segmenter training')
@@ -281,8 +280,10 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     for k in ('init_weights', 'data_root'):                 # absolute: one cache key, and right in kernels that run elsewhere
         if cfg[k] is not None: cfg[k] = str(Path(cfg[k]).resolve())
     check_init_weights(cfg['encoder_init'], cfg['init_weights'])
-    for k in ('n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size', 'moco_steps'):
+    for k in ('n_classifier', 'n_expert', 'n_val', 'n_test', 'trials', 'steps', 'batch_size', 'moco_steps'):
         if int(cfg[k]) < 1: raise ValueError(f"{k} must be at least 1, got {cfg[k]}")
+    if not MIN_SIZE <= cfg['size'] <= MAX_SIZE: raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {cfg['size']}")
+    if not 0 < float(cfg['lr']) < math.inf: raise ValueError(f"lr must be a positive learning rate, got {cfg['lr']}")
     if cfg['p'] < 1 and cfg['n_weak'] < 1: raise ValueError(f"p={cfg['p']} needs weak masks: n_weak must be at least 1")
     return cfg
 

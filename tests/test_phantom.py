@@ -108,7 +108,7 @@ def test_console_script_writes_jpegs(tmp_path):
     assert (tmp_path/'CheXpert-v1.0'/'test'/'patient00001'/'study1'/'view1_frontal.jpg').exists()
     assert not (tmp_path/'hb_annotations_test_reader1.json').exists()
 
-@pytest.mark.parametrize('argv, message', [(['--n', '-1'], '--n: must be >= 0'), (['--n', '2', '--size', '16'], 'cannot draw the anatomy')])
+@pytest.mark.parametrize('argv, message', [(['--n', '-1'], '--n: must be at least 0, got -1'), (['--n', '2', '--size', '16'], 'cannot draw the anatomy')])
 def test_console_script_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         chexseg_phantom(argv + ['--out', str(tmp_path)])
