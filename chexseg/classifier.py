@@ -162,6 +162,7 @@ def _csv_rows(spec: dict) -> pd.DataFrame:
     from chexseg.data import read_chexpert_csv
     table, offset = read_chexpert_csv(spec['csv']), int(spec.get('offset', 0))
     n = int(spec['n']) if spec.get('n') is not None else len(table) - offset
+    if offset < 0 or n < 0: raise ValueError(f"{spec['csv']}: a split's rows start at 0 or later and number 0 or more, got offset {offset}, n {n}")
     if offset + n > len(table): raise ValueError(f"{spec['csv']} has {len(table)} frontal images; the split needs rows {offset} to {offset + n}")
     return table.iloc[offset:offset + n].reset_index(drop=True)
 

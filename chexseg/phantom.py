@@ -1072,6 +1072,7 @@ PHANTOM_VERSION = 8    # raise it whenever a change to the generator changes any
 
 def phantom_spec(split: str, n: int, size: int = 320, seed: int = 0, offset: int = 0, policy: str = 'U-Ones') -> dict:
     "The dataset spec (and cache key) of films `offset` .. `offset + n - 1` of the phantom's `split`, stamped with the generator version."
+    if int(offset) < 0 or int(n) < 0: raise ValueError(f"a phantom split's offset and n are 0 or more, got offset={offset}, n={n}")   # else it reaches into another split
     return dict(kind='phantom', generator=PHANTOM_VERSION, split=split, offset=int(offset), n=int(n), size=int(size),
                 seed=int(seed), policy=policy)
 
