@@ -104,5 +104,5 @@ run|bench)
   tail -n 40 "$OUT/paper.log"
   ;;
 *)
-  sed -n '2,21p' "$0"; exit 2 ;;
+  sed -n '2,23p' "$0"; exit 2 ;;
 esac
