@@ -102,7 +102,7 @@ class KeptKernel:
     def manager(self):
         if self.km is None or not self.km.is_alive():
             from jupyter_client.manager import KernelManager
-            self.close(); self.km = KernelManager(kernel_name='python3')
+            self.close(now=True); self.km = KernelManager(kernel_name='python3')
             self.km.start_kernel(cwd=str(self.cwd), extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
         return self.km
 
@@ -115,14 +115,15 @@ class KeptKernel:
             cleared = kc.execute_interactive(CLEAR_NAMESPACE, store_history=False, timeout=60, output_hook=lambda msg: None)['content']['status'] == 'ok'
         except (RuntimeError, TimeoutError): cleared = False      # jupyter_client's errors for a dead or silent kernel
         finally: kc.stop_channels()
-        if not cleared: self.close()
+        if not cleared: self.close(now=True)
 
-    def close(self):
-        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=True)
+    def close(self, now: bool = False):
+        "Shut the kernel down: asked to exit, so that its exit handlers run (its scratch folders go); with `now`, killed at once."
+        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=now)
         self.km = None
 
     def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
+    def __exit__(self, kind, *exc): self.close(now=kind is not None)
 
 @functools.cache
 def kept_kernel_engine() -> str:
@@ -153,7 +154,7 @@ def execute(name: str, executed: Path, params: dict, kernel: KeptKernel | None =
     if kernel.cwd != folder: raise ValueError(f"the kernel runs in {kernel.cwd}, not in {folder}, the folder of {name}")
     try: pm.execute_notebook(str(runnable_copy(name)), str(executed), parameters=params, engine_name=kept_kernel_engine(),
                              kernel=kernel, kernel_name='python3', progress_bar=False)
-    except BaseException: kernel.close(); raise
+    except BaseException: kernel.close(now=True); raise
     if own: kernel.close()
     else: kernel.clear()
     return Path(executed)
@@ -367,7 +368,7 @@ class KernelPool:
             for f in (f for fs in self.futures.values() for f in fs): f.cancel()
         if kind is not None and issubclass(kind, KeyboardInterrupt): stop_kernels()   # interrupted: the driver ends now
         self._pool.shutdown(wait=True); self._threads.__exit__(None, None, None)
-        for k in self._kernels: k.close()
+        for k in self._kernels: k.close(now=kind is not None)
 
 # %% ../nbs/04a_sweep.ipynb #305828ea
 def run_semi_jobs(jobs: list[tuple[dict, Path]], executed: Path, workers: int = 1, run=try_run,
