@@ -372,6 +372,7 @@ def train_irnet(dataset: torch.utils.data.Dataset, root: str | Path, data: dict,
                     backbone=None if backbone_weights is None else file_key(backbone_weights))
     out = run_dir(root, 'irnet', settings); final = out/'irnet.safetensors'
     if final.exists(): return final
+    dataset = on_device_if_cuda(dataset, ('image', 'cam', 'positive'), device)   # only now: a cached IRNet needs no films
     steps = max(1, round(epochs * len(dataset) / batch_size))
     seed_everything(seed)
     model, components = IRNet(backbone_weights), []
@@ -424,8 +425,7 @@ def irnet_weights(classifier: str | Path, dataset: torch.utils.data.Dataset, dat
                   batch_size: int = 16, device=None, **train_settings) -> Path:
     "The weights of IRNet trained on the Grad-CAM maps of `classifier` on `dataset` (described by `data`); cached."
     cams = saliency_maps(classifier, dataset, root, data, device=device)
-    items = on_device_if_cuda(SaliencyCamDataset(dataset, cams), ('image', 'cam', 'positive'), device)
-    return train_irnet(items, root, {'classifier': file_key(classifier), 'data': data},
+    return train_irnet(SaliencyCamDataset(dataset, cams), root, {'classifier': file_key(classifier), 'data': data},
                        batch_size=batch_size, device=device, **train_settings)
 
 def irnet_maps(classifier: str | Path, dataset: torch.utils.data.Dataset, data: dict, root: str | Path,

@@ -121,3 +121,19 @@ def test_tiny_training_lowers_the_loss(tmp_path):
     losses = read_json(w.parent/'train_log.json')['losses']
     assert len(losses) == 8
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_a_cached_irnet_fetches_no_films(tmp_path, monkeypatch):
+    "On CUDA IRNet's training films go to the GPU first (`on_device_if_cuda`); a cached IRNet must not pay for that: every sweep run asks for it."
+    import chexseg.irnet as irnet
+    from chexseg.classifier import Classifier, save_classifier
+    from chexseg.phantom import phantom_spec, phantom_from_spec
+    clf = tmp_path/'clf.safetensors'
+    torch.manual_seed(0); save_classifier(Classifier('resnet18'), clf)
+    spec = phantom_spec('train', 4, size=32); films = phantom_from_spec(spec)
+    settings = dict(batch_size=4, device='cpu', epochs=1, radius=3)
+    w = irnet.irnet_weights(clf, films, spec, tmp_path, **settings)
+    def fetched(*args, **kwargs): raise AssertionError('the films of a cached IRNet were fetched')
+    monkeypatch.setattr(irnet, 'on_device_if_cuda', fetched)
+    assert irnet.irnet_weights(clf, films, spec, tmp_path, **settings) == w
+    with pytest.raises(AssertionError, match='were fetched'): irnet.irnet_weights(clf, films, spec, tmp_path, **dict(settings, epochs=2))
