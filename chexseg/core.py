@@ -49,11 +49,15 @@ def pathology_index(name: str) -> int:
     return PATHOLOGIES.index(localization_name(name))
 
 # %% ../nbs/00_core.ipynb #4636e986
-def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
+_CUDNN = {'deterministic': False}    # this process's choice, kept by the library's own calls
+
+def seed_everything(seed: int = 0, deterministic: bool | None = None) -> torch.Generator:
     """Seed python, numpy and torch (all devices); return a torch CPU generator seeded with `seed`. On CUDA, cuDNN times
-    its convolutions and keeps the fastest (`cudnn.benchmark`), or with `deterministic` uses only deterministic ones."""
+    its convolutions and keeps the fastest (`cudnn.benchmark`), or after `deterministic=True` (until `deterministic=False`)
+    uses only deterministic ones; `None` keeps the process's last choice, so the library's own calls never undo a user's."""
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = not deterministic, deterministic
+    if deterministic is not None: _CUDNN['deterministic'] = bool(deterministic)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = not _CUDNN['deterministic'], _CUDNN['deterministic']
     return torch.Generator().manual_seed(seed)
 
 def seed_worker(worker_id: int):
@@ -63,9 +67,10 @@ def seed_worker(worker_id: int):
 
 # %% ../nbs/00_core.ipynb #f039a2fe
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    "`device` if given, else CUDA when available, else CPU."
-    if device is not None: return torch.device(device)
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    "`device` if given, else CUDA when available, else CPU; under torchrun an unnumbered CUDA device is this process's own GPU (`LOCAL_RANK`)."
+    device = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type == 'cuda' and device.index is None and 'LOCAL_RANK' in os.environ: return torch.device('cuda', int(os.environ['LOCAL_RANK']))
+    return device
 
 def autocast(device: torch.device):
     "bf16 autocast on CUDA, a no-op context elsewhere (CPU runs stay fp32 and deterministic)."

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from .core import autocast, get_device, in_test, load_state, save_state, to_device
 
 # %% auto #0
-__all__ = ['step_indices', 'indices_on', 'get_batch', 'dataset_batches', 'Prerendered', 'on_device_if_cuda', 'init_distributed',
-           'is_main_process', 'closing_process_group', 'random_state', 'set_random_state', 'fit', 'fit_stacked',
-           'recompute_batchnorm']
+__all__ = ['step_indices', 'indices_on', 'get_batch', 'dataset_batches', 'Prerendered', 'prerendered_bytes', 'on_device_if_cuda',
+           'init_distributed', 'is_main_process', 'closing_process_group', 'random_state', 'set_random_state', 'fit',
+           'fit_stacked', 'recompute_batchnorm']
 
 # %% ../nbs/00a_train.ipynb #d5280282
 def step_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -70,9 +70,17 @@ class Prerendered(Dataset):
         where = indices_on(idx, self.device)
         return {k: v[where].to(device) if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in self.data.items()}
 
-def on_device_if_cuda(dataset: Dataset, keys, device=None) -> Dataset:
-    "`dataset` as a `Prerendered` set on CUDA, where making items a batch at a time would keep the GPU waiting; else itself."
-    return Prerendered(dataset, keys, device) if get_device(device).type == 'cuda' else dataset
+def prerendered_bytes(dataset: Dataset, keys) -> int:
+    "About the GPU memory `Prerendered` takes at its peak for `dataset`'s tensor fields `keys`, from its first item: twice the data, since the chunks are joined."
+    item = dataset[0]
+    return 2 * len(dataset) * sum(torch.as_tensor(item[k]).nbytes for k in keys if not isinstance(item[k], str))
+
+def on_device_if_cuda(dataset: Dataset, keys, device=None, share: float = 0.5) -> Dataset:
+    """`dataset` as a `Prerendered` set on CUDA, where making items a batch at a time would keep the GPU waiting, if that
+    takes at most `share` of the GPU's free memory (a whole CheXpert training set would not fit); else itself, made a batch at a time."""
+    device = get_device(device)
+    if device.type != 'cuda' or len(dataset) == 0: return dataset
+    return Prerendered(dataset, keys, device) if prerendered_bytes(dataset, keys) <= share * torch.cuda.mem_get_info(device)[0] else dataset
 
 # %% ../nbs/00a_train.ipynb #a383ea21
 def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
