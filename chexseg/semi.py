@@ -32,10 +32,10 @@ from .metrics import iou_masks, bootstrap_miou
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
            'POOL_KEYS', 'GPU_SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
            'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet',
-           'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter', 'new_segmenter',
-           'load_trained', 'load_segmenter', 'train_segmenters_stacked', 'batched_outputs', 'predict_probs',
-           'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings', 'with_settings',
-           'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
+           'shuffled_passes', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter',
+           'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked', 'batched_outputs',
+           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
+           'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
            'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits',
            'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'check_data_root', 'output_name',
            'figures_dir', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter',
@@ -123,28 +123,33 @@ class MaskSet(Dataset):
         "This set with its tensors on `device` (on a GPU, training then never copies data from the host)."
         return MaskSet(self.images.to(device), self.masks.to(device), self.ids)
 
+def shuffled_passes(n: int, pool_size: int, generator: torch.Generator) -> torch.Tensor:
+    "`n` rows of a pool of `pool_size`: one shuffled pass over the pool after another, so no row is taken twice before every row is taken once."
+    passes = [torch.randperm(pool_size, generator=generator) for _ in range(-(-n // pool_size))]
+    return torch.cat(passes)[:n] if passes else torch.zeros(0, dtype=torch.long)
+
 class MixedDataset(Dataset):
-    "Item `k` (id, image, mask, is_expert) comes from `expert` with probability exactly `p`, else from `weak`; an epoch has `length` items."
+    """`length` items (id, image, mask, is_expert), one per sample a training draws: each from `expert` with probability
+    exactly `p`, else from `weak`; each pool's items are taken in shuffled passes (`shuffled_passes`)."""
     def __init__(self, expert: Dataset, weak: Dataset | None, p: float, length: int | None = None, seed: int = 0):
         self.p = check_p(p)
         if self.p > 0 and (expert is None or len(expert) == 0): raise ValueError(f"p={p} needs expert samples, got none")
         if self.p < 1 and (weak is None or len(weak) == 0): raise ValueError(f"p={p} needs weak samples, got none")
         self.expert, self.weak, self.seed = expert, weak, seed
         self.length = length or len(expert if self.p > 0 else weak)
-        self.is_expert = torch.tensor([self.source(k) == 'expert' for k in range(self.length)])   # all draws, made once
-        self.rows = torch.tensor([self.row(k, self.expert if e else self.weak) for k, e in enumerate(self.is_expert.tolist())])
+        g = torch.Generator().manual_seed(seed)
+        self.is_expert = torch.rand(self.length, generator=g) < self.p     # all draws, made once; exact at p = 0 and 1
+        self.rows = torch.zeros(self.length, dtype=torch.long)
+        for flag, pool in ((True, expert), (False, weak)):
+            drawn = self.is_expert == flag
+            if drawn.any(): self.rows[drawn] = shuffled_passes(int(drawn.sum()), len(pool), g)
     def __len__(self): return self.length
     def source(self, k: int) -> str:
-        "'expert' or 'weak': the draw for position `k`."
-        u = torch.rand(1, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + k)).item()
-        return 'expert' if u < self.p else 'weak'
-    def row(self, k: int, pool: Dataset) -> int:
-        "The item of `pool` that position `k` takes."
-        return torch.randint(len(pool), (1,), generator=torch.Generator().manual_seed(self.seed * 999_983 + k + 1)).item()
+        "'expert' or 'weak': the draw for item `k`."
+        return 'expert' if self.is_expert[k] else 'weak'
     def __getitem__(self, k):
         src = self.source(k)
-        pool = self.expert if src == 'expert' else self.weak
-        item = pool[self.row(k, pool)]
+        item = (self.expert if src == 'expert' else self.weak)[int(self.rows[k])]
         return {'id': item['id'], 'image': item['image'], 'mask': torch.as_tensor(item['mask']), 'is_expert': src == 'expert'}
     def get_batch(self, indices: torch.Tensor, device) -> dict:
         "Items `indices` (the same draws as `__getitem__`) with each pool's part fetched in one batch, in order."
@@ -257,7 +262,7 @@ SCALES = {
                   n_val=6, n_test=8, trials=1, steps=2, batch_size=4, lr=1e-3, n_boot=50, moco_steps=2),
 }
 
-METHOD_VERSION = 2   # raise it when a change to the code changes what the same settings give (2: BatchNorm statistics recomputed)
+METHOD_VERSION = 3   # raise it when a change to the code changes what the same settings give (2: BatchNorm statistics recomputed; 3: a fresh expert/weak draw per sample)
 
 def resolve_scale(scale: str = 'auto', device=None) -> str:
     "The scale to run: `scale` itself, or for 'auto' 'smoke' under nbdev_test, 'gpu' on CUDA and 'cpu' otherwise."
@@ -525,7 +530,7 @@ def trial_mix(cfg: dict, up: dict, trial: int, device=None) -> MixedDataset:
     """The training set of `trial`: the expert set (`up['expert_set']`, in memory) mixed at `p` with the trial's block of
     weak masks, only that block rendered into memory (the pool holds every trial's: at the paper's scale 60,000 films)."""
     return MixedDataset(up['expert_set'], in_memory(weak_subset(up['weak'], cfg, trial), device), cfg['p'],
-                        length=cfg['n_expert'] + cfg['n_weak'], seed=cfg['seed'] + trial)
+                        length=cfg['steps'] * cfg['batch_size'], seed=cfg['seed'] + trial)
 
 def train_trials(cfg: dict, up: dict, root: str | Path, device=None, trials=None) -> list[tuple[torch.nn.Module, list[float]]]:
     """The segmenter and training losses of each of `trials` (all of them by default), trained or loaded: one after

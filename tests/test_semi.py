@@ -14,8 +14,8 @@ def sets():
 @pytest.mark.parametrize('p', [0.0, 0.3, 0.6, 0.7, 0.85, 1.0])
 def test_realised_expert_fraction_matches_p(p):
     e, w = sets()
-    mix = MixedDataset(e, w, p, seed=5)
     n = 20_000
+    mix = MixedDataset(e, w, p, length=n, seed=5)
     frac = np.mean([mix.source(k) == 'expert' for k in range(n)])
     assert abs(frac - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-12
 
@@ -26,6 +26,19 @@ def test_items_come_from_the_drawn_source():
     for k in range(50):
         item = mix[k]
         assert item['is_expert'] == bool(item['mask'].max() == 1) == (mix.source(k) == 'expert')
+
+
+@pytest.mark.parametrize('p', [0.0, 0.5, 0.9, 1.0])
+def test_every_pool_image_is_used_evenly(p):
+    "800 samples (a CPU-scale training) from 200 expert images and 100 weak masks: each pool in shuffled passes."
+    e = MaskSet(torch.zeros(200, 1, 2, 2), torch.ones(200, 10, 2, 2))
+    w = MaskSet(torch.zeros(100, 1, 2, 2), torch.zeros(100, 10, 2, 2))
+    mix = MixedDataset(e, w, p, length=800, seed=7)
+    for flag, pool in ((True, e), (False, w)):
+        drawn = int((mix.is_expert == flag).sum())
+        uses = torch.bincount(mix.rows[mix.is_expert == flag], minlength=len(pool))
+        assert uses.sum() == drawn and uses.max() - uses.min() <= 1
+        assert (uses > 0).sum() == min(drawn, len(pool))    # no image unused while another is used twice
 
 
 def test_dice_loss_on_hand_made_masks():
