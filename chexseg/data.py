@@ -485,13 +485,15 @@ class CheXpertDataset(torch.utils.data.Dataset):
 
     def box(self, i: int) -> Letterbox: return Letterbox.fit(*_image_size(self.image_path(i), self.ids[i]), self.size)
 
+    def native_masks(self, i: int) -> np.ndarray | None:
+        "The [10, H, W] masks of image `i` at its own resolution, as its segmentation JSON holds them; None if it has none there."
+        cxr_id = self.ids[i]
+        return segmentation_to_masks(self.seg[cxr_id], self.seg_json, cxr_id) if cxr_id in self.seg else None
+
     def __getitem__(self, i: int) -> dict:
         cxr_id, path = self.ids[i], self.image_path(i)
-        image = read_image(path, cxr_id)
-        masks = None
-        if cxr_id in self.seg:
-            masks = segmentation_to_masks(self.seg[cxr_id], self.seg_json, cxr_id)
-            _check_mask_size(masks, image, self.seg_json, cxr_id, path)
+        image, masks = read_image(path, cxr_id), self.native_masks(i)
+        if masks is not None: _check_mask_size(masks, image, self.seg_json, cxr_id, path)
         elif self.seg and self.missing_masks_empty: masks = np.zeros((len(PATHOLOGIES), *image.shape), np.uint8)
         return make_item(cxr_id, image, self.targets[i], self.weights[i], masks, self.size)
 
@@ -578,6 +580,12 @@ class FolderDataset(torch.utils.data.Dataset):
                                       f"{self.image_path(i)} of size {list(shape)}")
             masks[PATHOLOGIES.index(name)] = m
         return masks
+
+    def native_masks(self, i: int) -> np.ndarray | None:
+        "`masks` of image `i` at the size of its mask files (its own, as `__getitem__` checks); None if it has no mask file."
+        folder = self.root/'masks'/self.ids[i]
+        files = sorted(folder.iterdir()) if folder.is_dir() else []
+        return self.masks(i, read_mask_png(files[0], self.ids[i]).shape) if files else None
 
     def __getitem__(self, i: int) -> dict:
         image = read_image(self.image_path(i), self.ids[i])

@@ -20,13 +20,13 @@ from .core import (PATHOLOGIES, CheckpointError, cli_errors, timed_phase, phase_
                           autocast, to_device, provenance)
 from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
-from .data import chexlocalize_files
+from .data import Letterbox, chexlocalize_files, unletterbox
 from .phantom import MAX_SIZE, MIN_SIZE, phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
                               moco_encoder_state, pretrain_moco)
-from .metrics import iou_masks, bootstrap_miou
+from .metrics import bootstrap_miou, count_pixels, iou_from_overlaps, iou_masks, mask_overlaps
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
@@ -38,9 +38,9 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
            'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
            'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits',
            'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'check_data_root', 'output_name',
-           'figures_dir', 'data_label', 'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter',
-           'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment',
-           'chexseg_train_segmenter', 'plot_predictions']
+           'figures_dir', 'data_label', 'native_ious', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
+           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
+           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -442,8 +442,11 @@ def keep_shared_splits(up: dict, cfg: dict, root: str | Path, device=None):
     if cfg['p'] < 1 and isinstance(up['datasets']['weak_pool'], KeptPool): up['datasets']['weak_pool'].keep()
 
 def shared_splits(up: dict, root: str | Path, device=None) -> dict:
-    "The expert, validation and test splits of `up` as `stack_split` gives them: a phantom split rendered once under `root`, then read."
-    return {k: kept_split(up['datasets'][k], up['specs'][k], root, device) for k in SHARED_SPLITS}
+    """The expert, validation and test splits of `up` as `stack_split` gives them: a phantom split rendered once under
+    `root`, then read. A test split of real films also names its dataset (`films`), to be scored at the films' own size."""
+    splits = {k: kept_split(up['datasets'][k], up['specs'][k], root, device) for k in SHARED_SPLITS}
+    if up['specs']['test'].get('kind') != 'phantom': splits['test']['films'] = up['datasets']['test']
+    return splits
 
 
 # %% ../nbs/04_semi.ipynb #a7cc827d
@@ -493,6 +496,20 @@ def data_label(cfg: dict) -> str:
     "What a configuration's images are, as titles and summaries name them."
     return 'the synthetic phantom' if cfg.get('data_root') is None else f"the data in {Path(cfg['data_root']).name}/"
 
+# %% ../nbs/04_semi.ipynb #2ce16c29
+def native_ious(pred: torch.Tensor, films: Dataset) -> np.ndarray:
+    """Per-image IoU [N, 10] (true-positive-only) of `pred`, masks [N, 10, S, S] at the letterbox size of the films of
+    `films` in its order, scored at each film's own resolution against `films.native_masks` (NaN where it has none)."""
+    ious = np.full(pred.shape[:2], np.nan)
+    for i in range(len(pred)):
+        gt = films.native_masks(i)
+        if gt is None: continue                                     # no ground truth: no true positive to score
+        scored = gt.reshape(len(gt), -1).any(1) & (count_pixels(pred[i]) > 0).cpu().numpy()   # the only pairs with an IoU
+        if scored.any():
+            back = unletterbox(pred[i][torch.from_numpy(scored).to(pred.device)], Letterbox.fit(*gt.shape[-2:], pred.shape[-1]))
+            ious[i, scored] = iou_from_overlaps(mask_overlaps(torch.from_numpy(gt[scored]).to(pred.device), back))
+    return ious
+
 # %% ../nbs/04_semi.ipynb #efcfbe2d
 def weak_subset(weak: Dataset | None, cfg: dict, trial: int) -> Dataset | None:
     "The weak masks of trial `trial`: the `trial`-th block of `n_weak` images of the weak pool (a view: nothing is rendered)."
@@ -513,13 +530,14 @@ def segmenter_dir(cfg: dict, up: dict, trial: int, root: str | Path) -> Path:
 
 @timed_phase('evaluation')
 def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: int = 0, device=None, keep: int = 16) -> dict:
-    """Tune output thresholds on `val`, then score `test`: per-image IoU table, mIoU with CIs, thresholds, and the predicted
-    masks of the first `keep` test images (for plots). Probabilities and masks stay on `device`: only the pixel counts come back."""
+    """Tune output thresholds on `val`, then score `test` (at its films' own resolution where it names them: `films`,
+    `native_ious`): per-image IoU table, mIoU with CIs, thresholds, and the predicted masks of the first `keep` test images (for plots). Probabilities and masks stay on `device`: only the pixel counts come back."""
     device = get_device(device)
     thresholds = tune_output_thresholds(predict_probs(model, val['images'], device=device, out_device=device), val['masks'])
     probs = predict_probs(model, test['images'], device=device, out_device=device)
     pred = probs > torch.tensor(thresholds, dtype=torch.float32, device=device)[:, None, None]
-    table = pd.DataFrame(iou_masks(test['masks'].to(device), pred), index=test['ids'], columns=list(PATHOLOGIES))
+    ious = native_ious(pred, test['films']) if test.get('films') is not None else iou_masks(test['masks'].to(device), pred)
+    table = pd.DataFrame(ious, index=test['ids'], columns=list(PATHOLOGIES))
     return dict(table=table, summary=bootstrap_miou(table, n=n_boot, seed=seed), thresholds=thresholds, pred=pred[:keep].cpu())
 
 def in_memory(dataset: Dataset | None, device=None) -> MaskSet | None:

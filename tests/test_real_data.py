@@ -3,7 +3,7 @@ import json, shutil
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from chexseg.core import refusal
-from chexseg.data import CHEXPERT_LABELS, image_id, read_chexpert_csv, read_segmentation_json, write_chexpert_csv, write_folder_dataset
+from chexseg.data import CHEXPERT_LABELS, FolderDataset, image_id, masks_to_segmentation, read_chexpert_csv, read_segmentation_json, write_chexpert_csv, write_folder_dataset
 from chexseg.metrics import iou_table
 from chexseg.phantom import phantom_split, write_phantom
 from chexseg.paper import STAGES, chexseg_paper, regenerate
@@ -152,7 +152,9 @@ def own_folder(tmp_path_factory):
     items = with_masks + [unmasked[k] for k in range(30)]
     items = [items[k] for k in np.random.default_rng(0).permutation(len(items))]
     labels = pd.DataFrame([it['labels'].numpy() for it in items], index=[it['id'] for it in items], columns=CHEXPERT_LABELS)
-    write_folder_dataset(root, {it['id']: it['image'][0].numpy() for it in items}, labels, {it['id']: it['mask'].numpy() for it in with_masks})
+    def own_shape(a): return a[..., :, 8:56].repeat(2, -2).repeat(2, -1)     # films of 128 x 96 px: runs at 64 px letterbox them
+    write_folder_dataset(root, {it['id']: own_shape(it['image'][0].numpy()) for it in items}, labels,
+                         {it['id']: own_shape(it['mask'].numpy()) for it in with_masks})
     ids = {it['id'] for it in with_masks}
     return root, [it['id'] for it in items if it['id'] in ids]
 
@@ -166,6 +168,15 @@ def test_chexseg_on_a_folder_of_own_films(own_folder, tmp_path):
     assert list(per_image.index.get_level_values('cxr_id')) == masked_ids[14:22]
     results = pd.read_csv(tmp_path/'run'/'results.csv')
     assert np.isfinite(results.loc[results.pathology == 'mean', 'miou']).all()
+    # scored as CheXlocalize scores: the run's masks back at each film's own 128 x 96 px against its own masks, which is
+    # what chexseg_segment on the films and chexseg_eval against the masks give
+    chexseg_segment(['--run', str(tmp_path/'run'), '--films', str(root/'images'), '--out', str(tmp_path/'pred.json'), '--device', 'cpu'])
+    pred = read_segmentation_json(tmp_path/'pred.json')
+    assert {tuple(s['size']) for m in pred.values() for s in m.values()} == {(128, 96)}
+    films, empty = FolderDataset(root), np.zeros((10, 128, 96), np.uint8)     # a mask folder without a file: no finding
+    gt = {i: masks_to_segmentation(m if (m := films.native_masks(k)) is not None else empty) for k, i in enumerate(films.ids) if i in masked_ids[14:22]}
+    own = per_image.loc[0]
+    pd.testing.assert_frame_equal(iou_table(gt, pred).loc[own.index], own, check_names=False, atol=1e-6)
 
 
 def test_sweep_command_with_a_relative_data_root(chexpert_folder, tmp_path, monkeypatch):
