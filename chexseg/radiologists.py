@@ -348,7 +348,7 @@ def compare_radiologists(sweep_dir=None, chexseg_csv=None, weak_csv=None, reader
                               chexseg=info['chexseg'], weak=info['weak'], readers=source, n_images=comparison['n_images'],
                               n_readers=comparison['n_readers'], pathologies_left_out=comparison['dropped'],
                               bootstrap=dict(replicates=n_boot, seed=seed, ci=ci, paired=True),
-                              choices=dict(radiologists='per image: mean IoU of the readers who scored it', trials=trial,
+                              choices=dict(radiologists="average reader: the mean of the readers' mIoUs, the same images resampled for each", trials=trial,
                                            chexseg='best 0 < p < 1 by test mIoU', weak='best p = 0 (cam or irnet) by test mIoU',
                                            iou='CheXlocalize per-image IoU, true_pos_only'),
                               **provenance(device, time.perf_counter() - t0))
