@@ -390,11 +390,15 @@ def read_image(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in _SIXTEEN_BIT: return np.clip(np.asarray(im, np.float32) / 65535, 0, 1)
+            if im.mode in _SIXTEEN_BIT: return np.clip((a := np.asarray(im, np.float32)) / _bit_depth_top(a), 0, 1)
             if im.mode == 'F': return np.clip(np.asarray(im, np.float32), 0, 1)
             return np.asarray(im.convert('L'), np.float32) / 255
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
+
+def _bit_depth_top(a: np.ndarray) -> float:
+    "The top value of the smallest bit depth from 8 to 16 that holds `a`'s maximum: a 12-bit film in a 16-bit PNG tops at 4,095, not 65,535."
+    return float(2 ** min(16, max(8, int(a.max()).bit_length())) - 1)
 
 def _read_dicom(path: Path, cxr_id: str | None = None) -> np.ndarray:
     "A DICOM film as a viewer shows it, in [0, 1]: modality and VOI LUTs applied, MONOCHROME1 inverted, then stretched."
@@ -431,17 +435,26 @@ def make_item(cxr_id: str, image: np.ndarray, labels: np.ndarray, label_weights:
             'has_mask': masks is not None}
 
 def _image_size(path: Path, cxr_id: str) -> tuple[int, int]:
-    "(H, W) of an image from its header alone."
+    "(H, W) of an image (DICOM included) from its header alone."
     if not path.is_file(): raise FileNotFoundError(f"{_where(path, cxr_id)}: image file not found")
+    if path.suffix.lower() == '.dcm':
+        import pydicom
+        try: ds = pydicom.dcmread(path, stop_before_pixels=True); return int(ds.Rows), int(ds.Columns)
+        except Exception as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable DICOM ({type(e).__name__}: {e})") from None
     try:
         with Image.open(path) as im: return im.height, im.width
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e: raise DataFormatError(f"{_where(path, cxr_id)}: unreadable image ({e})") from None
 
-def _check_mask_size(masks: np.ndarray, image: np.ndarray, source, cxr_id: str, image_path: Path):
-    "Raise unless `masks` [10, h, w] is as large as `image`, naming both files."
-    if masks.shape[-2:] != image.shape:
-        raise DataFormatError(f"{_where(source, cxr_id)}: mask size {list(masks.shape[-2:])} disagrees with the "
-                              f"image {image_path} of size {list(image.shape)}")
+def _check_mask_size(mask_shape: tuple, image_shape: tuple, source, cxr_id: str, image_path: Path):
+    "Raise unless masks of (H, W) `mask_shape` are as large as the image (`image_shape`), naming both files."
+    if tuple(mask_shape) != tuple(image_shape):
+        raise DataFormatError(f"{_where(source, cxr_id)}: mask size {list(mask_shape)} disagrees with the "
+                              f"image {image_path} of size {list(image_shape)}")
+
+def _film_shape(path: Path, cxr_id: str, headers: bool) -> tuple[int, int] | None:
+    "(H, W) of the film at `path` from its header with `headers`; without, only a check that it exists (None)."
+    if headers: return _image_size(path, cxr_id)
+    if not path.is_file(): raise FileNotFoundError(f"{_where(path, cxr_id)}: image file not found")
 
 # %% ../nbs/01_data.ipynb #28e20fb9
 class CheXpertDataset(torch.utils.data.Dataset):
@@ -490,10 +503,18 @@ class CheXpertDataset(torch.utils.data.Dataset):
         cxr_id = self.ids[i]
         return segmentation_to_masks(self.seg[cxr_id], self.seg_json, cxr_id) if cxr_id in self.seg else None
 
+    def check_files(self, headers: bool = True):
+        """Raise, naming the file, unless every image of this CSV exists and, with `headers`, is readable at the size of its
+        masks in the segmentation JSON: from the files' headers, a fraction of reading them."""
+        for i, cxr_id in enumerate(self.ids):
+            shape = _film_shape(self.image_path(i), cxr_id, headers)
+            if shape is not None and cxr_id in self.seg:
+                _check_mask_size(next(iter(self.seg[cxr_id].values()))['size'], shape, self.seg_json, cxr_id, self.image_path(i))
+
     def __getitem__(self, i: int) -> dict:
         cxr_id, path = self.ids[i], self.image_path(i)
         image, masks = read_image(path, cxr_id), self.native_masks(i)
-        if masks is not None: _check_mask_size(masks, image, self.seg_json, cxr_id, path)
+        if masks is not None: _check_mask_size(masks.shape[-2:], image.shape, self.seg_json, cxr_id, path)
         elif self.seg and self.missing_masks_empty: masks = np.zeros((len(PATHOLOGIES), *image.shape), np.uint8)
         return make_item(cxr_id, image, self.targets[i], self.weights[i], masks, self.size)
 
@@ -538,6 +559,13 @@ def _folder_labels(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     full = df.reindex(columns=['Path', *CHEXPERT_LABELS])
     return _check_labels(full, path), present
 
+def _check_mask_folders(root: Path, ids: list[str]):
+    "Raise, naming them, if masks/ holds entries that are no image's mask folder (a misspelt id would silently lose its masks)."
+    known = set(ids)
+    stray = sorted(d.name for d in (root/'masks').iterdir() if d.name not in known or not d.is_dir()) if (root/'masks').is_dir() else []
+    if stray: raise DataFormatError(f"{root/'masks'}: {stray[:5]}{' ...' if len(stray) > 5 else ''} name no image of labels.csv "
+                                    f"(e.g. {sorted(known)[:3]}): each image's masks go in masks/<id>/, the id being its file's stem")
+
 def _folder_rows(ids: list[str], root: Path, annotated: bool | None, offset: int, n: int | None) -> np.ndarray:
     "Positions in labels.csv of a folder dataset's selection: the images with (without) masks if `annotated` is True (False), then rows `offset` .. `offset + n` of those."
     rows = np.array([k for k, i in enumerate(ids) if annotated is None or (root/'masks'/i).is_dir() == annotated], dtype=int)
@@ -556,30 +584,51 @@ class FolderDataset(torch.utils.data.Dataset):
         table, present = _folder_labels(self.root/'labels.csv')
         ids = [PurePosixPath(p.replace('\\', '/')).stem for p in table['Path']]
         _check_unique(ids, self.root/'labels.csv')
+        _check_mask_folders(self.root, ids)
         rows = _folder_rows(ids, self.root, annotated, offset, n)
         self.table, self.ids = table.iloc[rows].reset_index(drop=True), [ids[k] for k in rows]
         self.targets, self.weights = uncertainty_targets(self.table[list(CHEXPERT_LABELS)].to_numpy(), policy)
         self.weights[:, ~present] = 0.0
 
     def __len__(self): return len(self.ids)
-    def image_path(self, i: int) -> Path: return self.root/'images'/self.table['Path'].iloc[i]
+    def image_path(self, i: int) -> Path:
+        "File of image `i`: its `Path` inside images/ (or from the folder's top, where it starts with images/)."
+        rel = PurePosixPath(self.table['Path'].iloc[i].replace('\\', '/'))
+        inside = self.root/'images'/rel
+        return self.root/rel if rel.parts[:1] == ('images',) and not inside.exists() else inside
     def box(self, i: int) -> Letterbox: return Letterbox.fit(*_image_size(self.image_path(i), self.ids[i]), self.size)
+
+    def _mask_files(self, i: int) -> list[tuple[Path, str]]:
+        "`(file, pathology)` of each mask file of image `i` (none without a mask folder); an error naming a file that is not one."
+        folder, found = self.root/'masks'/self.ids[i], []
+        for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+            try: found.append((f, localization_name(f.stem)))
+            except KeyError as e: raise DataFormatError(f"{_where(f, self.ids[i])}: {e.args[0]}") from None
+            if f.suffix.lower() != '.png': raise DataFormatError(f"{_where(f, self.ids[i])}: masks must be .png files")
+        return found
+
+    def _check_mask_shape(self, f: Path, i: int, found: tuple, shape: tuple):
+        "Raise unless the mask `f` of image `i`, of shape `found`, is as large as the image (`shape`)."
+        if tuple(found) != tuple(shape):
+            raise DataFormatError(f"{_where(f, self.ids[i])}: mask size {list(found)} disagrees with the image "
+                                  f"{self.image_path(i)} of size {list(shape)}")
 
     def masks(self, i: int, shape: tuple[int, int]) -> np.ndarray | None:
         "The [10, H, W] masks of image `i` from masks/<id>/, or None when it has no mask folder."
-        folder = self.root/'masks'/self.ids[i]
-        if not folder.is_dir(): return None
+        if not (self.root/'masks'/self.ids[i]).is_dir(): return None
         masks = np.zeros((len(PATHOLOGIES), *shape), np.uint8)
-        for f in sorted(folder.iterdir()):
-            try: name = localization_name(f.stem)
-            except KeyError as e: raise DataFormatError(f"{_where(f, self.ids[i])}: {e.args[0]}") from None
-            if f.suffix.lower() != '.png': raise DataFormatError(f"{_where(f, self.ids[i])}: masks must be .png files")
+        for f, name in self._mask_files(i):
             m = read_mask_png(f, self.ids[i])
-            if m.shape != tuple(shape):
-                raise DataFormatError(f"{_where(f, self.ids[i])}: mask size {list(m.shape)} disagrees with the image "
-                                      f"{self.image_path(i)} of size {list(shape)}")
+            self._check_mask_shape(f, i, m.shape, shape)
             masks[PATHOLOGIES.index(name)] = m
         return masks
+
+    def check_files(self, headers: bool = True):
+        """Raise, naming the file, unless every image of this selection exists and, with `headers`, is readable with mask
+        files that are named, typed and sized right: from the files' headers, a fraction of reading them."""
+        for i in range(len(self)):
+            shape = _film_shape(self.image_path(i), self.ids[i], headers)
+            for f, _ in self._mask_files(i) if headers else []: self._check_mask_shape(f, i, _image_size(f, self.ids[i]), shape)
 
     def native_masks(self, i: int) -> np.ndarray | None:
         "`masks` of image `i` at the size of its mask files (its own, as `__getitem__` checks); None if it has no mask file."

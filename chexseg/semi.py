@@ -20,7 +20,7 @@ from .core import (PATHOLOGIES, CheckpointError, cli_errors, timed_phase, phase_
                           autocast, to_device, provenance)
 from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
 from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
-from .data import Letterbox, chexlocalize_files, unletterbox
+from .data import CheXpertDataset, FolderDataset, Letterbox, chexlocalize_files, unletterbox
 from .phantom import MAX_SIZE, MIN_SIZE, phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
@@ -30,17 +30,18 @@ from .metrics import bootstrap_miou, count_pixels, iou_from_overlaps, iou_masks,
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
-           'POOL_KEYS', 'GPU_SCALES', 'check_choice', 'check_p', 'Segmenter', 'build_segmenter',
-           'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder', 'soft_dice_loss', 'MaskSet',
-           'shuffled_passes', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step', 'train_segmenter',
-           'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked', 'batched_outputs',
-           'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config', 'size_settings',
-           'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights', 'prepare_upstream',
-           'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool', 'keep_shared_splits',
-           'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'check_data_root', 'output_name',
-           'figures_dir', 'data_label', 'native_ious', 'weak_subset', 'segmenter_settings', 'segmenter_dir',
-           'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial',
-           'summary_rows', 'run_experiment', 'chexseg_train_segmenter', 'plot_predictions']
+           'POOL_KEYS', 'SIZE_NAMES', 'HEADER_CHECK_LIMIT', 'GPU_SCALES', 'check_choice', 'check_p', 'Segmenter',
+           'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
+           'soft_dice_loss', 'MaskSet', 'shuffled_passes', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
+           'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked',
+           'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
+           'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights',
+           'prepare_upstream', 'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool',
+           'keep_shared_splits', 'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'film_counts',
+           'check_sizes', 'check_data_root', 'output_name', 'figures_dir', 'data_label', 'native_ious', 'weak_subset',
+           'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials',
+           'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
+           'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -470,13 +471,51 @@ def folder_splits(cfg: dict) -> dict:
 
 def data_splits(cfg: dict) -> dict:
     "Dataset specs of the splits of the folder `cfg['data_root']`: your own films (it has a labels.csv) or CheXpert + CheXlocalize."
-    return folder_splits(cfg) if (Path(cfg['data_root'])/'labels.csv').is_file() else real_splits(cfg)
+    root = Path(cfg['data_root'])
+    if not root.is_dir(): raise FileNotFoundError(f"data_root {root} is not a folder")
+    if (root/'labels.csv').is_file(): return folder_splits(cfg)
+    if (root/'images').is_dir():
+        raise FileNotFoundError(f"{root} has images/ but no labels.csv: a folder of your own films needs one (a Path column and any of the 14 CheXpert labels)")
+    return real_splits(cfg)
+
+SIZE_NAMES = dict(classifier='n_classifier', expert='n_expert', val='n_val', test='n_test', weak_pool='n_weak x trials')
+
+def film_counts(cfg: dict) -> dict[str, tuple[int, str]]:
+    "For each source of the splits of `cfg['data_root']` (`split_ranges`): how many films it holds, and where they are listed."
+    root = Path(cfg['data_root'])
+    if (root/'labels.csv').is_file():
+        return {s: (len(FolderDataset(root, annotated=s == 'masked')), f"{root/'labels.csv'} lists {{}} films {'with' if s == 'masked' else 'without'} masks")
+                for s in ('masked', 'pool')}
+    files = chexlocalize_files(root, ('train', 'valid', 'test'))
+    return {s: (len(CheXpertDataset(files[k].parent, files[k])), f"{files[k]} lists {{}} frontal films")
+            for s, k in (('pool', 'train'), ('masked', 'valid'), ('test', 'test'))}
+
+def check_sizes(cfg: dict):
+    "Raise, naming every source of `cfg['data_root']` with fewer films than the sizes ask of it, and those sizes."
+    counts = film_counts(cfg)
+    short = []
+    for source, (have, listed) in counts.items():
+        parts = [(k, n) for k, (s, _, n) in split_ranges(cfg, own_test_set='test' in counts).items() if s == source]
+        if (need := sum(n for _, n in parts)) > have:
+            short.append(f"{listed.format(have)}, but {' + '.join(SIZE_NAMES[k] for k, _ in parts)} = "
+                         f"{' + '.join(str(n) for _, n in parts)} = {need} need them")
+    if short: raise ValueError('; '.join(short) + " (set these sizes lower: --set with the drivers, -p with 04_semi; chexseg.semi.SIZE_KEYS)")
+
+HEADER_CHECK_LIMIT = 20_000   # films a split may hold for `check_data_root` to read every header; above, it checks they exist
 
 def check_data_root(cfg: dict) -> dict:
-    """`cfg`, once every split of its `data_root` (none for the phantom) is found and holds the films its sizes ask for:
-    what the console entry points check before any work, so a missing file or a folder too small is named at once."""
-    if cfg['data_root'] is not None:
-        for spec in data_splits(cfg).values(): dataset_from_spec(spec)
+    """`cfg`, once its `data_root` (none for the phantom) holds the films its sizes ask for, every film of every split
+    exists and (up to `HEADER_CHECK_LIMIT` per split) has a readable header and masks of its size, and the classifier's
+    films have labels: what the entry points check before any work, so that what is wrong is named at once."""
+    if cfg['data_root'] is None: return cfg
+    specs = data_splits(cfg)
+    check_sizes(cfg)
+    for key, spec in specs.items():
+        films = dataset_from_spec(spec)
+        films.check_files(headers=len(films) <= HEADER_CHECK_LIMIT)
+        if key == 'classifier' and (cfg['p'] < 1 or cfg['encoder_init'] == 'chexpert') and not films.weights.any():
+            raise ValueError(f"{spec.get('csv') or Path(spec['root'])/'labels.csv'} has no image label for the classifier's films: "
+                             "the weak masks (and the 'chexpert' encoder) come from a classifier trained on them; add any of the 14 CheXpert labels")
     return cfg
 
 # %% ../nbs/04_semi.ipynb #c4e8a9b0

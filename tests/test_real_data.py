@@ -107,7 +107,7 @@ def test_folder_too_small_for_the_split_names_the_file(chexpert_folder, tmp_path
 def test_a_driver_names_a_folder_too_small_before_any_work(chexpert_folder, tmp_path, monkeypatch, main):
     monkeypatch.chdir(tmp_path)
     err = refusal(main, ['--scale', 'smoke', '--data_root', str(chexpert_folder), '--set', 'n_expert=10', 'n_val=6'])
-    assert err.startswith(f'{main.__name__}: error: ') and 'valid.csv has 14 frontal images; the split needs rows 10 to 16' in err, err
+    assert err.startswith(f'{main.__name__}: error: ') and 'valid.csv lists 14 frontal films, but n_expert + n_val = 10 + 6 = 16 need them' in err, err
     assert list(tmp_path.iterdir()) == []
 
 
