@@ -18,12 +18,13 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
                           write_json, read_json)
 
 # %% auto #0
-__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json', 'image_id',
-           'mask_to_rle', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation', 'segmentation_to_masks',
-           'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask', 'annotation_to_masks',
-           'read_annotation_json', 'write_annotation_json', 'read_csv_file', 'read_chexpert_csv', 'write_chexpert_csv',
-           'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item',
-           'CheXpertDataset', 'chexlocalize_files', 'FolderDataset', 'write_folder_dataset']
+__all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'FILM_SUFFIXES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json',
+           'image_id', 'mask_to_rle', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation',
+           'segmentation_to_masks', 'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask',
+           'annotation_to_masks', 'read_annotation_json', 'write_annotation_json', 'read_csv_file', 'read_chexpert_csv',
+           'write_chexpert_csv', 'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image',
+           'read_mask_png', 'make_item', 'CheXpertDataset', 'chexlocalize_files', 'FolderDataset',
+           'write_folder_dataset']
 
 # %% ../nbs/01_data.ipynb #a1c0b0be
 class DataFormatError(ValueError):
@@ -381,6 +382,7 @@ def unletterbox(mask: np.ndarray | torch.Tensor, box: Letterbox) -> np.ndarray |
 
 # %% ../nbs/01_data.ipynb #179c7d4e
 _SIXTEEN_BIT = ('I;16', 'I;16B', 'I;16L', 'I')
+FILM_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.dcm')   # the films `read_image` reads where a folder is searched for them
 
 def read_image(path: str | Path, cxr_id: str | None = None) -> np.ndarray:
     "Float32 greyscale HxW in [0, 1] from the image file at `path`, any format PIL reads or DICOM (errors name the file and `cxr_id`)."

@@ -29,9 +29,9 @@ from .metrics import paired_bootstrap
 from .sweep import add_data_arguments, kernel_threads, provenance_caption, results_key, save_figure, write_table
 
 # %% auto #0
-__all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_rows',
-           'render_images', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler', 'coarse_logits',
-           'teacher_logits', 'cached_teacher_logits', 'distill_step', 'new_student', 'train_student',
+__all__ = ['DISTILL_COLUMNS', 'CURVE_COLUMNS', 'distill_loss', 'check_fraction', 'unlabeled_size', 'unlabeled_sizes',
+           'unlabeled_rows', 'render_images', 'encoder_weights', 'teacher_config', 'fit_teacher', 'logit_upsampler',
+           'coarse_logits', 'teacher_logits', 'cached_teacher_logits', 'distill_step', 'new_student', 'train_student',
            'student_settings', 'distill_rows', 'check_distill_args', 'distill_setup', 'trial_images',
            'distill_trial_dir', 'distill_init', 'distill_init_job', 'distill_in_processes', 'run_distillation',
            'distill_table', 'figure3', 'write_distill_outputs', 'check_checkpoints', 'curve_rows_done', 'student_curve',
@@ -57,6 +57,16 @@ def check_fraction(fraction) -> float:
 def unlabeled_size(fraction: float, n_pool: int, min_unlabeled: int = 4) -> int:
     "How many unlabeled images a `fraction` of a pool of `n_pool` gives: rounded, at least `min_unlabeled`, at most the pool."
     return min(n_pool, max(int(min_unlabeled), round(check_fraction(fraction) * n_pool)))
+
+def unlabeled_sizes(fractions, n_pool: int, min_unlabeled: int = 4) -> dict[float, int]:
+    "`unlabeled_size` of each of `fractions`, with a warning where two give one size (at least `min_unlabeled`, or the whole pool): their students would be the same."
+    sizes = {f: unlabeled_size(f, n_pool, min_unlabeled) for f in fractions}
+    for n in sorted(set(sizes.values())):
+        same = [f for f, m in sizes.items() if m == n]
+        if len(same) > 1:
+            warnings.warn(f"fractions {same} of the {n_pool}-film pool all give {n} unlabeled films (rounded, at least "
+                          f"min_unlabeled={min_unlabeled}, at most the pool): their students are the same", stacklevel=2)
+    return sizes
 
 def unlabeled_rows(n_pool: int, n: int, seed: int) -> torch.Tensor:
     "The first `n` positions of a seeded permutation of the pool: the images of a pool of size `n` (nested in larger ones)."
@@ -181,7 +191,7 @@ def distill_setup(cfg: dict, use: list[str], fractions: list[float], root: str |
     pool_data = first['datasets']['classifier']
     return dict(ups=ups, val=splits['val'], test=splits['test'],
                 pool_data=pool_data, pool_spec=first['specs']['classifier'],
-                sizes={f: unlabeled_size(f, len(pool_data), min_unlabeled) for f in fractions}, images={})
+                sizes=unlabeled_sizes(fractions, len(pool_data), min_unlabeled), images={})
 
 def trial_images(ctx: dict, seed: int, device) -> torch.Tensor:
     "The unlabeled images of the trial with `seed`, rendered once and kept in `ctx` for the other initialisations."

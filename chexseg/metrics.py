@@ -93,8 +93,9 @@ def _check_sizes(gt_seg: dict, pred_seg: dict, ids: list[str]):
         gt_sizes = {tuple(r['size']) for r in gt_seg[cxr_id].values()}
         pred_sizes = {tuple(r['size']) for r in pred_seg[cxr_id].values()}
         if len(gt_sizes | pred_sizes) > 1:
-            raise DataFormatError(f"image {cxr_id!r}: ground-truth masks are {sorted(gt_sizes)} but predicted masks are "
-                                  f"{sorted(pred_sizes)} (h, w); predictions must be at the original image resolution")
+            def hw(sizes): return ', '.join(f'{h} x {w}' for h, w in sorted(sizes))
+            raise DataFormatError(f"image {cxr_id!r}: the ground truth's masks are {hw(gt_sizes)} px but the prediction's "
+                                  f"{hw(pred_sizes)} (height x width); predictions must be at the original image resolution")
 
 def rle_overlaps(gt_seg: dict, pred_seg: dict, ids: list[str] | None = None) -> Overlaps:
     "`Overlaps` `[len(ids), 10]` of two segmentation dicts `{cxr_id: {pathology: rle}}`, on the RLEs directly."
@@ -116,10 +117,16 @@ def _frame(values: np.ndarray, ids=None) -> pd.DataFrame:
 def iou_table(gt_seg: dict, pred_seg: dict, true_pos_only: bool = True) -> pd.DataFrame:
     "Per-image IoU (rows: sorted image ids, columns: `PATHOLOGIES`) of two segmentation dicts, as CheXlocalize's eval.py."
     if not gt_seg: raise ValueError("Nothing to evaluate: the ground truth holds no images")
-    missing = len(set(gt_seg) - set(pred_seg))
+    missing, others = sorted(set(gt_seg) - set(pred_seg)), sorted(set(pred_seg) - set(gt_seg))
     if missing:
-        warnings.warn(f"{missing} of {len(gt_seg)} ground-truth images have no prediction; they are scored with empty "
-                      "predicted masks, as CheXlocalize does (check the image ids if this is unexpected)", stacklevel=2)
+        warnings.warn(f"{len(missing)} of {len(gt_seg)} ground-truth images have no prediction (e.g. {missing[:3]}"
+                      + (f"; the predictions hold other ids, e.g. {others[:3]}" if others else '') + "); they are scored with "
+                      "empty predicted masks, as CheXlocalize does (check the image ids if this is unexpected)", stacklevel=2)
+    partial = {i: [p for p in PATHOLOGIES if p not in pred_seg[i]] for i in sorted(set(gt_seg) & set(pred_seg))}
+    if (partial := {i: lost for i, lost in partial.items() if lost}):
+        first = next(iter(partial))
+        warnings.warn(f"{len(partial)} predicted images lack some of the ten pathologies (e.g. {first!r}: {partial[first]}); "
+                      "those are scored as empty predicted masks (a prediction file holds all ten for every image)", stacklevel=2)
     ids = evaluation_ids(gt_seg, pred_seg, true_pos_only)
     return _frame(iou_from_overlaps(rle_overlaps(gt_seg, pred_seg, ids), true_pos_only), ids)
 
@@ -226,7 +233,8 @@ def evaluate(gt_path, pred_path, out_dir, true_pos_only: bool = True, n: int = 1
              ci: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Score a CheXlocalize prediction JSON against a GT JSON; write the per-image and summary CSVs to `out_dir`."
     gt, pred = read_segmentation_json(gt_path), read_segmentation_json(pred_path)
-    table = iou_table(gt, pred, true_pos_only)
+    try: table = iou_table(gt, pred, true_pos_only)
+    except DataFormatError as e: raise DataFormatError(f"{pred_path} against {gt_path}: {e}") from None
     summary = eval_summary(table, pooled_iou(gt, pred, table.index), n, seed, ci)
     out_dir = Path(out_dir)
     with atomic_write_path(out_dir/'iou_per_image.csv') as tmp: table.to_csv(tmp)

@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, at_least, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
                           write_json)
 from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
-                          write_annotation_json, write_chexpert_csv, read_image, _resize)
+                          write_annotation_json, write_chexpert_csv, read_image, _resize, FILM_SUFFIXES)
 
 # %% auto #0
-__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'PHANTOM_VERSION', 'FILM_SUFFIXES',
-           'ImageRNG', 'PhantomConfig', 'sample_findings', 'sample_case', 'render_batch', 'simulate_report',
-           'simulate_readers', 'phantom_id', 'PhantomDataset', 'phantom_split', 'phantom_spec', 'phantom_from_spec',
-           'mask_to_polygons', 'masks_to_annotation', 'phantom_path', 'write_phantom', 'chexseg_phantom', 'read_films',
-           'radial_spectrum', 'film_statistics', 'realism_table', 'realism_figure']
+__all__ = ['FINDINGS', 'DEFAULT_PREVALENCE', 'MIN_SIZE', 'MAX_SIZE', 'SPLIT_STARTS', 'PHANTOM_VERSION', 'ImageRNG',
+           'PhantomConfig', 'sample_findings', 'sample_case', 'render_batch', 'simulate_report', 'simulate_readers',
+           'phantom_id', 'PhantomDataset', 'phantom_split', 'phantom_spec', 'phantom_from_spec', 'mask_to_polygons',
+           'masks_to_annotation', 'phantom_path', 'write_phantom', 'chexseg_phantom', 'read_films', 'radial_spectrum',
+           'film_statistics', 'realism_table', 'realism_figure']
 
 # %% ../nbs/01a_phantom.ipynb #7fbf8d27
 _M32 = 0xFFFFFFFF
@@ -1212,8 +1212,6 @@ def chexseg_phantom(argv: list[str] | None = None):
     print(f"wrote {sum(meta['counts'].values())} phantom films to {a.out}")
 
 # %% ../nbs/01a_phantom.ipynb #5cfaab4e
-FILM_SUFFIXES = ('.png', '.jpg', '.jpeg', '.dcm')                 # what `chexseg.data.read_image` reads as a film
-
 def read_films(folder: str | Path, size: int = 320) -> torch.Tensor:
     "Every PNG, JPEG or DICOM film in `folder` as greyscale [N, 1, size, size] in [0, 1], each stretched to the square."
     folder = Path(folder)

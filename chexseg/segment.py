@@ -12,9 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, at_least, atomic_write_path, cli_errors, in_test, read_json
-from .data import (CheXpertDataset, DataFormatError, image_id, letterbox, masks_to_segmentation, read_image,
-                          unletterbox, write_segmentation_json)
-from .phantom import FILM_SUFFIXES
+from .data import (FILM_SUFFIXES, CheXpertDataset, DataFormatError, FolderDataset, image_id, letterbox, masks_to_segmentation,
+                          read_image, unletterbox, write_segmentation_json)
 from .semi import load_segmenter, predict_probs
 
 # %% auto #0
@@ -28,10 +27,13 @@ def film_id(rel: str | Path) -> str:
     return image_id(str(rel)) if chexpert else PurePosixPath(parts[-1]).stem
 
 def list_films(source: str | Path) -> list[tuple[str, Path]]:
-    "`(id, file)` of every film of `source`: a CheXpert label CSV (its frontal films) or a folder (its PNG, JPEG and DICOM files, at any depth)."
+    """`(id, file)` of every film of `source`: a CheXpert label CSV (its frontal films), a folder in the folder format or
+    its labels.csv (the films it lists), or any other folder (its PNG, JPEG, TIFF and DICOM files, at any depth)."""
     source = Path(source)
+    if source.is_dir() and (source/'labels.csv').is_file() and (source/'images').is_dir(): source = source/'labels.csv'
     if source.is_file() and source.suffix.lower() == '.csv':
-        ds = CheXpertDataset(source.parent, source)
+        own = source.name == 'labels.csv' and (source.parent/'images').is_dir()      # the folder format's, not CheXpert's
+        ds = FolderDataset(source.parent) if own else CheXpertDataset(source.parent, source)
         return [(ds.ids[i], ds.image_path(i)) for i in range(len(ds))]
     if not source.is_dir(): raise FileNotFoundError(f"{source}: neither a label CSV nor a folder of films")
     files = sorted(f for f in source.rglob('*') if f.suffix.lower() in FILM_SUFFIXES and f.is_file())

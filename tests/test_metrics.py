@@ -261,5 +261,6 @@ def test_chexseg_eval_errors(tmp_path, capsys):
     (tmp_path / 'small.json').write_text(json.dumps(small))
     with pytest.raises(SystemExit):
         chexseg_eval(['--gt', str(gt_path), '--pred', str(tmp_path / 'small.json'), '--out', str(tmp_path / 'o')])
-    assert "predictions must be at the original image resolution" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "predictions must be at the original image resolution" in err and f"small.json against {gt_path}" in err
     assert not (tmp_path / 'o').exists()
