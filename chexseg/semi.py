@@ -619,8 +619,8 @@ def summary_rows(result: dict, cfg: dict) -> pd.DataFrame:
     s.insert(4, 'trial', result['trial'])
     return s
 
-def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | None = None, device=None) -> pd.DataFrame:
-    "Run all trials of the CheXseg experiment `cfg`; write and return the results table."
+def run_experiment(cfg: dict, root: str | Path = 'runs', out_dir: str | Path | None = None, device=None) -> tuple[pd.DataFrame, list[dict], dict]:
+    "Run all trials of the CheXseg experiment `cfg`; write the results into `out_dir`; return the results table, each trial's evaluation and the test split."
     t0, tally = time.perf_counter(), phase_tally(); device = get_device(device); seed_everything(cfg['seed'])
     up = prepare_upstream(cfg, root, device)
     splits = shared_splits(up, root, device)
