@@ -19,11 +19,11 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
 
 # %% auto #0
 __all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'FILM_SUFFIXES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json',
-           'image_id', 'mask_to_rle', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation',
+           'image_id', 'mask_to_rle', 'rle_areas', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation',
            'segmentation_to_masks', 'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask',
            'annotation_to_masks', 'read_annotation_json', 'write_annotation_json', 'read_csv_file', 'read_chexpert_csv',
-           'write_chexpert_csv', 'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox', 'read_image',
-           'read_mask_png', 'make_item', 'CheXpertDataset', 'chexlocalize_files', 'FolderDataset',
+           'write_chexpert_csv', 'check_policy', 'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox',
+           'read_image', 'read_mask_png', 'make_item', 'CheXpertDataset', 'chexlocalize_files', 'FolderDataset',
            'write_folder_dataset']
 
 # %% ../nbs/01_data.ipynb #a1c0b0be
@@ -100,10 +100,10 @@ def _rle_string(numbers: list[int]) -> bytes:
             out.append((c | 0x20 if more else c) + 48)
     return bytes(out)
 
-def _areas(blobs: list[bytes], chunk: int = 255) -> np.ndarray:
-    "pycocotools' areas (sum of odd runs) of RLE strings, in chunks: its `area` overflows on more than 255 RLEs under numpy 2."
-    return np.concatenate([mask_util.area([{'size': [1, 1], 'counts': b} for b in blobs[i:i + chunk]]).astype(np.int64)
-                           for i in range(0, len(blobs), chunk)])
+def rle_areas(counts: list, chunk: int = 255) -> np.ndarray:
+    "pycocotools' areas (sum of odd runs) of COCO compressed RLE counts (str or bytes), int64, in chunks: its `area` fails on more than 255 RLEs under numpy 2."
+    return np.concatenate([mask_util.area([{'size': [1, 1], 'counts': c} for c in counts[i:i + chunk]]).astype(np.int64)
+                           for i in range(0, len(counts), chunk)] or [np.zeros(0, np.int64)])
 
 def rle_pixel_totals(counts: list[str | bytes]) -> np.ndarray:
     "Pixels described by each COCO compressed RLE counts string (sum of all its runs); -1 where it is not valid RLE text."
@@ -117,7 +117,7 @@ def rle_pixel_totals(counts: list[str | bytes]) -> np.ndarray:
         if min(head) < 0: totals[i] = -1; continue
         if len(head) == 3: head[2] -= head[0]      # third run becomes the fourth: now delta-coded against the second
         fg.append(b); bg.append(_rle_string([0, *head]) + b[rest:]); idx.append(i)
-    if idx: totals[idx] = _areas(fg) + _areas(bg)
+    if idx: totals[idx] = rle_areas(fg) + rle_areas(bg)
     return totals
 
 def _check_totals(counts: list, sizes: list, wheres: list):
@@ -294,10 +294,15 @@ def write_chexpert_csv(df: pd.DataFrame, path: str | Path):
 # %% ../nbs/01_data.ipynb #91987d54
 UNCERTAINTY_POLICIES = ('U-Ones', 'U-Zeros', 'U-Ignore')
 
-def uncertainty_targets(labels: np.ndarray, policy: str = 'U-Ones') -> tuple[np.ndarray, np.ndarray]:
-    "`(targets, weights)`, float32 like `labels` ([N, 14] of 1/0/-1/NaN) after uncertainty `policy`; blank -> 0."
+def check_policy(policy: str) -> str:
+    "`policy` if it is one of `UNCERTAINTY_POLICIES`, else an error that lists them."
     if policy not in UNCERTAINTY_POLICIES:
         raise ValueError(f"Unknown uncertainty policy {policy!r}; choose one of {', '.join(UNCERTAINTY_POLICIES)}")
+    return policy
+
+def uncertainty_targets(labels: np.ndarray, policy: str = 'U-Ones') -> tuple[np.ndarray, np.ndarray]:
+    "`(targets, weights)`, float32 like `labels` ([N, 14] of 1/0/-1/NaN) after uncertainty `policy`; blank -> 0."
+    check_policy(policy)
     labels = np.asarray(labels, dtype=np.float32)
     bad = ~np.isnan(labels) & ~np.isin(labels, LABEL_VALUES)
     if bad.any(): raise ValueError(f"Labels must be 1, 0, -1 or NaN; found {labels[bad][0]!r}")

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .core import atomic_write_path, phase_tally, phases_since, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
+from .metrics import ci_text
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
                           keep_shared_splits, run_experiment)
 from .sweep import (SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
@@ -128,7 +129,7 @@ def figure4(results: pd.DataFrame, title: str = ''):
 def table2(results: pd.DataFrame) -> pd.DataFrame:
     "Table 2: mIoU [95% CI] of every run, initialisations as rows, (setting, weak source, weak maps) as columns."
     m = study_means(results)
-    m['cell'] = [f"{r.miou:.3f} [{r.lower:.3f}, {r.upper:.3f}]" for r in m.itertuples()]
+    m['cell'] = [ci_text(r.miou, r.lower, r.upper) for r in m.itertuples()]
     m['run'] = ['fully supervised' if r.setting == 'fully' else f"{WEAK_SOURCE_NAMES[r.weak_source]}, {r.n_weak} maps" for r in m.itertuples()]
     return m.pivot(index='encoder_init', columns='run', values='cell').reindex(columns=list(dict.fromkeys(m.run)),
                                                                              index=list(dict.fromkeys(m.encoder_init)))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_encoders.ipynb #bebb2f9f
 from __future__ import annotations
-import copy, math
+import contextlib, copy, math
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,7 @@ from .train import fit, is_main_process, on_device_if_cuda
 from .classifier import GREY_MEAN, GREY_STD, one_channel
 
 # %% auto #0
-__all__ = ['ENCODER_INIT_NAMES', 'FILE_INITS', 'smp_encoder', 'first_conv', 'misfits', 'grey_encoder_state',
+__all__ = ['ENCODER_INIT_NAMES', 'FILE_INITS', 'smp_encoder', 'known_encoder', 'first_conv', 'misfits', 'grey_encoder_state',
            'imagenet_weights_file', 'read_tensors', 'imagenet_encoder_state', 'moco_arch', 'query_backbone',
            'moco_encoder_state', 'xray_augment', 'moco_branch', 'embed', 'gather', 'MoCo', 'moco_queue_size',
            'moco_step', 'pretrain_moco', 'check_init_weights', 'init_available', 'available_inits']
@@ -31,7 +31,12 @@ __all__ = ['ENCODER_INIT_NAMES', 'FILE_INITS', 'smp_encoder', 'first_conv', 'mis
 # %% ../nbs/02a_encoders.ipynb #dadc77a9
 def smp_encoder(encoder: str, in_channels: int = 1) -> nn.Module:
     "A randomly initialised segmentation-models-pytorch `encoder` taking `in_channels` channels."
-    try: return smp.encoders.get_encoder(encoder, in_channels=in_channels, weights=None)
+    with known_encoder(encoder): return smp.encoders.get_encoder(encoder, in_channels=in_channels, weights=None)
+
+@contextlib.contextmanager
+def known_encoder(encoder: str):
+    "Around building the segmentation-models-pytorch `encoder`: an unknown name becomes an error that says which names work."
+    try: yield
     except KeyError: raise ValueError(f"Unknown encoder {encoder!r}; any segmentation-models-pytorch encoder name works, e.g. 'resnet18'") from None
 
 def first_conv(module: nn.Module) -> str:

@@ -193,6 +193,7 @@ def toy_blobs(n: int, size: int = 64, seed: int = 0) -> dict:
 
 # %% ../nbs/03_irnet.ipynb #6da6e8d6
 from .classifier import Standardize, one_channel
+from .encoders import read_tensors
 
 def _conv_gn(cin: int, cout: int, groups: int, up: int = 1) -> nn.Sequential:
     "1x1 conv (no bias) + GroupNorm (+ bilinear upsampling) + ReLU: the unit of both IRNet branches."
@@ -204,8 +205,7 @@ def _resnet50_state(path: str | Path) -> dict:
     "A ResNet50 state dict from a local file: torchvision `.pth` (weights-only load) or chexseg `.safetensors`."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"ResNet50 weights not found: {path} (nothing is downloaded; pass a local file)")
-    sd = load_weights(path)[0] if path.suffix == '.safetensors' else load_state(path)
-    return {k: v for k, v in sd.items() if not k.startswith('fc.')}
+    return {k: v for k, v in read_tensors(path).items() if not k.startswith('fc.')}
 
 def resnet50_backbone(weights: str | Path | None = None) -> nn.Module:
     "torchvision ResNet50 with strides 2,2,2,1 and a one-channel input, random or from a local weights file."
@@ -302,7 +302,7 @@ def irnet_losses(boundary_logits: torch.Tensor, displacement: torch.Tensor, labe
 # %% ../nbs/03_irnet.ipynb #8e3712ca
 from .classifier import label_columns
 from .saliency import Maps, WeakMaskDataset, WeakMaskRule, THRESHOLD_GRID, expert_masks, file_key, \
-    saliency_maps, tune_rule, upsample_maps
+    saliency_maps, tune_rule, tuned_rule, upsample_maps
 from .train import dataset_batches, fit, get_batch, is_main_process, on_device_if_cuda
 
 class CamDataset(torch.utils.data.Dataset):
@@ -454,7 +454,4 @@ def irnet_weak_masks(classifier: str | Path, target: torch.utils.data.Dataset, t
     out = run_dir(root, 'irnet_rule', key)
     if (out/'rule.json').exists(): return WeakMaskDataset(target, maps, WeakMaskRule.load(out/'rule.json'))
     tune_maps = irnet_maps(classifier, tune, tune_data, root, train, walk, batch_size, device, **train_settings)
-    rule, curve = tune_rule(tune_maps, expert_masks(tune, batch_size, device), method, grid, cutoffs, device=device)
-    if curve is not None: write_json({'grid': list(grid), 'miou': {p: c.tolist() for p, c in zip(PATHOLOGIES, curve)}}, out/'curves.json')
-    rule.save(out/'rule.json')
-    return WeakMaskDataset(target, maps, rule)
+    return WeakMaskDataset(target, maps, tuned_rule(tune_maps, tune, out, method, grid, cutoffs, batch_size, device))

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
 from .core import PATHOLOGIES, at_least, atomic_write_path, cli_errors, write_json
-from .data import DataFormatError, read_segmentation_json
+from .data import DataFormatError, read_segmentation_json, rle_areas
 
 # %% auto #0
 __all__ = ['Overlaps', 'iou_from_overlaps', 'count_pixels', 'mask_overlaps', 'iou_masks', 'evaluation_ids', 'rle_overlaps',
-           'iou_table', 'miou', 'bootstrap_replicates', 'ci_frame', 'bootstrap_miou', 'paired_bootstrap', 'pooled_iou',
-           'pointing_hits', 'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
+           'iou_table', 'miou', 'bootstrap_replicates', 'ci_frame', 'quiet_nanmean', 'ci_text', 'bootstrap_miou',
+           'paired_bootstrap', 'pooled_iou', 'pointing_hits', 'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
 
 # %% ../nbs/01b_metrics.ipynb #dc1dbc97
 class Overlaps(NamedTuple):
@@ -72,18 +72,15 @@ def evaluation_ids(gt_seg: dict, pred_seg: dict, true_pos_only: bool = True) -> 
     return sorted(set(gt_seg) if true_pos_only else set(gt_seg) | set(pred_seg))
 
 # %% ../nbs/01b_metrics.ipynb #29e98d03
-_AREA_BATCH = 255  # pycocotools 2.0.11's `area` fails on lists longer than 255 under numpy 2 (it sizes a uint8 array)
-
 def _areas(seg: dict, ids: list[str]) -> np.ndarray:
     "Foreground pixels `[len(ids), 10]` of each RLE in `seg` (0 where the image or pathology is absent)."
     where, rles = [], []
     for i, cxr_id in enumerate(ids):
         entry = seg.get(cxr_id, {})
         for j, p in enumerate(PATHOLOGIES):
-            if p in entry: where.append((i, j)); rles.append(entry[p])
+            if p in entry: where.append((i, j)); rles.append(entry[p]['counts'])
     area = np.zeros((len(ids), len(PATHOLOGIES)), np.int64)
-    if rles: area[tuple(np.array(where).T)] = np.concatenate([mask_util.area(rles[k:k + _AREA_BATCH])
-                                                              for k in range(0, len(rles), _AREA_BATCH)])
+    if rles: area[tuple(np.array(where).T)] = rle_areas(rles)
     return area
 
 def _check_sizes(gt_seg: dict, pred_seg: dict, ids: list[str]):
@@ -173,6 +170,18 @@ def ci_frame(estimate: pd.Series, replicates: np.ndarray, ci: float) -> pd.DataF
         warnings.simplefilter('ignore', RuntimeWarning)  # a column with no defined replicate gives NaN bounds
         lower, upper = np.nanpercentile(replicates, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
     return pd.DataFrame({'estimate': estimate.to_numpy(), 'lower': lower, 'upper': upper}, index=estimate.index)
+
+def quiet_nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    "np.nanmean without the warning for all-NaN slices (they give NaN): a pathology nobody scored has no mean."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+def ci_text(estimate, lower, upper, pct: bool = False) -> str:
+    "'estimate [lower, upper]' to three decimals (or whole percents with `pct`); '-' where there is no estimate."
+    if estimate is None or np.isnan(estimate): return '-'
+    f = (lambda v: '-' if np.isnan(v) else f'{v:.0%}') if pct else (lambda v: '-' if np.isnan(v) else f'{v:.3f}')
+    return f"{f(estimate)} [{f(lower)}, {f(upper)}]"
 
 def bootstrap_miou(table, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
     "Per column and `'mean'`: point estimate (`miou`), bootstrap percentile CI over images, images scored `n_images`."

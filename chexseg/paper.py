@@ -18,6 +18,7 @@ from .sweep import (KeptKernel, KernelPool, PAPER_PS, add_data_arguments, error_
 from .encoders import ENCODER_INIT_NAMES
 from .encoder_study import study_groups, study_plan
 from .radiologists import reader_files
+from .metrics import ci_text
 
 # %% auto #0
 __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STAGES', 'STAGE_FILES', 'KERNEL_OVERHEAD',
@@ -47,7 +48,7 @@ def read_results(folder: str | Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(f) if f.exists() else None
 
 # %% ../nbs/08_paper.ipynb #c2e2c498
-def _fmt(row) -> str: return '-' if row is None else f"{row['miou']:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]"
+def _fmt(row) -> str: return '-' if row is None else ci_text(row['miou'], row['lower'], row['upper'])
 
 def sweep_point(sweep: pd.DataFrame | None, p: float, source: str | None = None):
     "The trial-mean row of the sweep run at `p` (and `source`), or None if it was not run."

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .core import (PATHOLOGIES, CHEXPERT_LABELS, at_least, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
                           write_json)
-from .data import (UNCERTAINTY_POLICIES, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
+from .data import (check_policy, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
                           write_annotation_json, write_chexpert_csv, read_image, _resize, FILM_SUFFIXES)
 
 # %% auto #0
@@ -1014,8 +1014,7 @@ class PhantomDataset(torch.utils.data.Dataset):
         if labels not in ('labeler', 'true'): raise ValueError(f"PhantomDataset: labels must be 'labeler' or 'true', got {labels!r}")
         _check_size(size)
         if not 0 <= int(seed) < 2 ** 32: raise ValueError(f"PhantomDataset: seed must be in [0, 2**32), got {seed}")
-        if policy not in UNCERTAINTY_POLICIES:
-            raise ValueError(f"Unknown uncertainty policy {policy!r}; choose one of {', '.join(UNCERTAINTY_POLICIES)}")
+        check_policy(policy)
         self.n, self.size, self.seed, self.start, self.cfg = int(n), size, int(seed), int(start), cfg or PhantomConfig()
         self.policy, self.labels, self.with_masks, self.device = policy, labels, with_masks, get_device(device)
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
 from .data import (DataFormatError, annotation_to_masks, chexlocalize_files, masks_to_segmentation,
                           read_annotation_json, read_csv_file, read_data_json, read_segmentation_json)
-from .metrics import ci_frame, bootstrap_replicates, iou_masks, iou_table, miou
+from .metrics import ci_frame, ci_text, quiet_nanmean, bootstrap_replicates, iou_masks, iou_table, miou
 from .phantom import PhantomConfig, phantom_split
 from .sweep import markdown_table, save_figure
 
@@ -99,9 +99,7 @@ def miou_replicates(tables: list, n: int = 1000, seed: int = 0) -> tuple[pd.Seri
     "mIoU (per pathology and `'mean'`) averaged over aligned per-image `tables`, and its bootstrap replicates `[n, 11]` (same images in every table)."
     point = pd.concat([miou(t) for t in tables], axis=1).mean(axis=1).rename('miou')
     reps = np.stack([bootstrap_replicates(t, n, seed) for t in tables])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)           # a pathology no reader scored in a replicate stays NaN
-        return point, np.nanmean(reps, axis=0)
+    return point, quiet_nanmean(reps, axis=0)                   # a pathology no reader scored in a replicate stays NaN
 
 # %% ../nbs/07_radiologists.ipynb #30c5e92b
 def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
@@ -277,10 +275,8 @@ def comparison_table(comparison: dict) -> pd.DataFrame:
                       comparison['n_scored'].add_suffix('_n_images')], axis=1)
 
 def _with_ci(t: pd.DataFrame, key: str, pct: bool = False) -> pd.Series:
-    "'estimate [lower, upper]' strings of column `key` and its CI columns."
-    f = (lambda v: '-' if np.isnan(v) else f'{v:.0%}') if pct else (lambda v: '-' if np.isnan(v) else f'{v:.3f}')
-    return pd.Series([f"{f(e)} [{f(lo)}, {f(hi)}]" if not np.isnan(e) else '-' for e, lo, hi in
-                      zip(t[key], t[f'{key}_lower'], t[f'{key}_upper'])], index=t.index)
+    "`ci_text` of column `key` and its CI columns, row by row."
+    return pd.Series([ci_text(e, lo, hi, pct) for e, lo, hi in zip(t[key], t[f'{key}_lower'], t[f'{key}_upper'])], index=t.index)
 
 def write_figure5(comparison: dict, out: str | Path, meta: dict) -> Path:
     "Figure 5 (PNG, SVG), its table (CSV, Markdown) and `meta` (JSON) into `out`; returns `out`."

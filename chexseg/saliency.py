@@ -19,14 +19,15 @@ from tqdm.auto import tqdm
 from .core import (PATHOLOGIES, CheckpointError, timed_phase, get_device, autocast, to_device, in_test, run_dir, save_state, load_state,
                           write_json, read_json)
 from .classifier import Classifier, load_classifier, pathology_rows
-from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps
+from .metrics import Overlaps, count_pixels, iou_from_overlaps, mask_overlaps, quiet_nanmean
 from .train import dataset_batches, get_batch
 
 # %% auto #0
 __all__ = ['THRESHOLD_GRID', 'CamResult', 'gap_linear_head', 'closed_form_cams', 'autograd_cams', 'gradcam', 'normalize_maps',
            'upsample_maps', 'reference_gradcam', 'Maps', 'dataset_maps', 'file_key', 'saliency_maps', 'plot_overlays',
            'threshold_overlaps', 'tune_thresholds', 'otsu_masks', 'tune_cutoffs', 'WeakMaskRule', 'tune_rule',
-           'WeakMaskDataset', 'expert_masks', 'weak_rule', 'weak_masks', 'weak_segmentation', 'weak_mask_iou']
+           'WeakMaskDataset', 'expert_masks', 'weak_rule', 'tuned_rule', 'weak_masks', 'weak_segmentation',
+           'weak_mask_iou']
 
 # %% ../nbs/02_saliency.ipynb #a5ee37be
 class CamResult(NamedTuple):
@@ -179,16 +180,11 @@ def threshold_overlaps(maps: torch.Tensor, masks, grid=THRESHOLD_GRID, chunk: in
     shape = (len(maps), maps.shape[1], G)
     return Overlaps(*(torch.cat(t).view(shape).cpu().numpy() for t in (inter, gt, pred)))
 
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    "np.nanmean without the warning for all-NaN slices (they give NaN)."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)
-        return np.nanmean(x, axis=axis)
 
 def tune_thresholds(maps: torch.Tensor, masks, grid=THRESHOLD_GRID, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     "Per pathology, the threshold of `grid` with the best mIoU (true positives only) on (`maps`, `masks`); and the curves [10, G]."
     overlaps = threshold_overlaps(maps, masks, grid, normalise=normalise)
-    curve = _nanmean(iou_from_overlaps(overlaps, true_pos_only=True), axis=0)
+    curve = quiet_nanmean(iou_from_overlaps(overlaps, true_pos_only=True), axis=0)
     unseen, shown = np.isnan(curve).all(1), (overlaps.gt_area[..., 0] > 0).any(0)
     def names(which): return [PATHOLOGIES[i] for i in np.flatnonzero(which)]
     if (unseen & ~shown).any(): warnings.warn(f"No tuning image is positive for {names(unseen & ~shown)}: their threshold is 0.5")
@@ -223,7 +219,7 @@ def tune_cutoffs(probs, overlaps: Overlaps) -> np.ndarray:
     for c in range(probs.shape[1]):
         candidates = np.unique(np.r_[0., probs[:, c]])
         kept = probs[None, :, c] >= candidates[:, None]
-        score = _nanmean(np.where(kept, iou[None, :, c], iou_if_empty[None, :, c]), axis=1)
+        score = quiet_nanmean(np.where(kept, iou[None, :, c], iou_if_empty[None, :, c]), axis=1)
         if not np.isnan(score).all(): cutoffs[c] = candidates[np.nanargmax(score)]
     return cutoffs
 
@@ -314,7 +310,10 @@ def weak_rule(classifier: str | Path, tune: Dataset, tune_data: dict, root: str 
     key = {'classifier': file_key(classifier), 'tune': tune_data, 'method': method, 'grid': list(grid), 'cutoffs': cutoffs}
     out = run_dir(root, 'weak_rule', key)
     if (out/'rule.json').exists(): return WeakMaskRule.load(out/'rule.json')
-    maps = saliency_maps(classifier, tune, root, tune_data, batch_size, device)
+    return tuned_rule(saliency_maps(classifier, tune, root, tune_data, batch_size, device), tune, out, method, grid, cutoffs, batch_size, device)
+
+def tuned_rule(maps: Maps, tune: Dataset, out: Path, method: str, grid, cutoffs: bool, batch_size: int, device) -> WeakMaskRule:
+    "The `WeakMaskRule` of `maps` tuned against `tune`'s expert masks, written into `out` (`rule.json`, and its mIoU curves `curves.json`)."
     rule, curve = tune_rule(maps, expert_masks(tune, batch_size, device), method, grid, cutoffs, device=device)
     if curve is not None: write_json({'grid': list(grid), 'miou': {p: c.tolist() for p, c in zip(PATHOLOGIES, curve)}}, out/'curves.json')
     rule.save(out/'rule.json')

@@ -24,7 +24,7 @@ from .data import CheXpertDataset, FolderDataset, Letterbox, chexlocalize_files,
 from .phantom import MAX_SIZE, MIN_SIZE, phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
-from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, misfits,
+from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, known_encoder, misfits,
                               moco_encoder_state, pretrain_moco)
 from .metrics import bootstrap_miou, count_pixels, iou_from_overlaps, iou_masks, mask_overlaps
 
@@ -65,8 +65,7 @@ class Segmenter(smp.DeepLabV3Plus):
 
 def build_segmenter(encoder: str = 'resnet18', classes: int = len(PATHOLOGIES)) -> Segmenter:
     "A DeepLabV3+ with a randomly initialised `encoder`, one input channel and `classes` logits per pixel."
-    try: return Segmenter(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=classes)
-    except KeyError: raise ValueError(f"Unknown encoder {encoder!r}; any segmentation-models-pytorch encoder name works, e.g. 'resnet18'") from None
+    with known_encoder(encoder): return Segmenter(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=classes)
 
 # %% ../nbs/04_semi.ipynb #95673227
 def classifier_encoder_state(path: str | Path, encoder: str) -> dict:
