@@ -22,8 +22,7 @@ __all__ = ['WALK_SETTINGS', 'IGNORE', 'IRNET_ARCH', 'search_directions', 'segmen
            'boundary_to_affinity', 'transition_weights', 'random_walk', 'propagate', 'propagate_dense', 'walk_setting',
            'max_normalise', 'maps_to_masks', 'toy_blobs', 'resnet50_backbone', 'IRNet', 'cam_labels', 'pair_labels',
            'irnet_losses', 'CamDataset', 'SaliencyCamDataset', 'irnet_step_loss', 'poly_lr', 'load_irnet',
-           'train_irnet', 'predict_boundary', 'refine_cams', 'write_masks_json', 'irnet_weights', 'irnet_maps',
-           'irnet_weak_masks']
+           'train_irnet', 'predict_boundary', 'refine_cams', 'irnet_weights', 'irnet_maps', 'irnet_weak_masks']
 
 # %% ../nbs/03_irnet.ipynb #3805f35f
 def search_directions(radius: int) -> list[tuple[int, int]]:
@@ -410,15 +409,6 @@ def refine_cams(model: IRNet, dataset: torch.utils.data.Dataset, walk: str | dic
         cams = upsample_maps(batch['cam'], tuple(boundary.shape[-2:]))
         out.append(max_normalise(propagate(cams, boundary, **setting)).cpu())
     return torch.cat(out)
-
-# %% ../nbs/03_irnet.ipynb #594a1b55
-from .data import masks_to_segmentation, write_segmentation_json
-
-def write_masks_json(masks: torch.Tensor, ids: Sequence[str], path: str | Path):
-    "Write uint8 masks [N, 10, H, W] as a CheXlocalize segmentation JSON keyed by `ids`."
-    if len(ids) != len(masks) or len(set(ids)) != len(ids):
-        raise ValueError(f"Need one distinct id per mask: {len(set(ids))} distinct ids for {len(masks)} masks")
-    write_segmentation_json({i: masks_to_segmentation(m.cpu().numpy()) for i, m in zip(ids, masks)}, path)
 
 # %% ../nbs/03_irnet.ipynb #d8cd6645
 def irnet_weights(classifier: str | Path, dataset: torch.utils.data.Dataset, data: dict, root: str | Path,
