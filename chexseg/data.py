@@ -21,10 +21,10 @@ from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_nam
 __all__ = ['LABEL_VALUES', 'UNCERTAINTY_POLICIES', 'FILM_SUFFIXES', 'CHEXLOCALIZE_FILES', 'DataFormatError', 'read_data_json',
            'image_id', 'mask_to_rle', 'rle_areas', 'rle_pixel_totals', 'rle_to_mask', 'masks_to_segmentation',
            'segmentation_to_masks', 'read_segmentation_json', 'write_segmentation_json', 'polygons_to_mask',
-           'annotation_to_masks', 'read_annotation_json', 'write_annotation_json', 'read_csv_file', 'read_chexpert_csv',
-           'write_chexpert_csv', 'check_policy', 'uncertainty_targets', 'Letterbox', 'letterbox', 'unletterbox',
-           'read_image', 'read_mask_png', 'make_item', 'CheXpertDataset', 'chexlocalize_files', 'FolderDataset',
-           'write_folder_dataset']
+           'annotation_to_masks', 'read_annotation_json', 'write_annotation_json', 'merge_cardiomegaly',
+           'read_csv_file', 'read_chexpert_csv', 'write_chexpert_csv', 'check_policy', 'uncertainty_targets',
+           'Letterbox', 'letterbox', 'unletterbox', 'read_image', 'read_mask_png', 'make_item', 'CheXpertDataset',
+           'chexlocalize_files', 'FolderDataset', 'write_folder_dataset']
 
 # %% ../nbs/01_data.ipynb #a1c0b0be
 class DataFormatError(ValueError):
@@ -249,6 +249,14 @@ def read_annotation_json(path: str | Path) -> dict:
 def write_annotation_json(ann: dict, path: str | Path):
     "Validate and atomically write a polygon annotation dict `{cxr_id: {'img_size': [h, w], pathology: polygons}}`."
     write_json(_check_annotation(ann), path)
+
+# %% ../nbs/01_data.ipynb #3c6bfdae
+def merge_cardiomegaly(entry: dict) -> dict:
+    "One image's segmentation `{pathology: rle}` with Enlarged Cardiomediastinum's mask the union of its own and Cardiomegaly's."
+    if 'Cardiomegaly' not in entry: return entry
+    parts = [entry[p] for p in ('Enlarged Cardiomediastinum', 'Cardiomegaly') if p in entry]
+    union = mask_util.merge([dict(r, counts=r['counts'].encode() if isinstance(r['counts'], str) else r['counts']) for r in parts])
+    return {**entry, 'Enlarged Cardiomediastinum': {'size': list(union['size']), 'counts': union['counts'].decode('ascii')}}
 
 # %% ../nbs/01_data.ipynb #b8d702ab
 LABEL_VALUES = (1.0, 0.0, -1.0)
