@@ -25,7 +25,7 @@ __all__ = ['PAPER_MIOU', 'PAPER_GAP_REDUCTION', 'PAPER_BEATS_RADIOLOGISTS', 'STA
            'STAGE_WALL', 'CLAIMS', 'RESULT_FILES', 'RUNS_STAGE', 'POOL_WAITS', 'trial_means', 'read_results',
            'sweep_point', 'best_student', 'headline', 'claim_inverted_u', 'claim_ordering', 'pathologies_scored',
            'claim_student', 'claim_inits', 'claim_gap', 'claim_beats_radiologists', 'stage_metas', 'stage_phases',
-           'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage',
+           'time_profile', 'stage_table', 'stage_results', 'summary', 'run_notebook', 'run_stage', 'interruptible',
            'interrupts_deferred', 'unavailable_stages', 'pooled_runs', 'feed_pool', 'paper_config', 'regenerate',
            'chexseg_paper']
 
@@ -239,6 +239,12 @@ def run_stage(name: str, fn, log: dict):
         log[name]['wall_s'] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {log[name]['status']} in {log[name]['wall_s']} s", flush=True)
 
+def interruptible():
+    """Let SIGINT raise `KeyboardInterrupt` in this process even where it started with SIGINT ignored, as a background
+    job of a non-interactive shell does (`cmd &` in a script): there a time cap's `timeout --signal=INT` would not stop
+    the driver at all. Outside the main thread (where signals cannot be caught) nothing."""
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, signal.default_int_handler)
+
 @contextlib.contextmanager
 def interrupts_deferred():
     """Hold SIGINT (Ctrl-C) off inside the block and raise it as `KeyboardInterrupt` once the block is done: `timeout
@@ -366,6 +372,7 @@ def chexseg_paper(argv=None):
     ap.add_argument('--student_steps', type=int, help="training steps of each distillation student (default: its teacher's); "
                     "students learn the rare, small findings far more slowly than their teachers (see 05_distill)")
     a = add_data_arguments(ap).parse_args(argv)
+    interruptible()                                        # a time cap's SIGINT stops it, however it was started
     with cli_errors(ap): check_data_root(paper_config(a.scale, a.stages, a.device, a.ps, a.sources, a.stack_trials, a.data_root, dict(a.set), a.student_steps)[0])   # before any work
     try: path = regenerate(a.scale, a.stages, a.figures, a.root, a.workers, a.device, a.ps, a.sources, a.stack_trials,
                            a.data_root, dict(a.set), a.student_steps)
