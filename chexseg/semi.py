@@ -135,7 +135,7 @@ class MixedDataset(Dataset):
         self.p = check_p(p)
         if self.p > 0 and (expert is None or len(expert) == 0): raise ValueError(f"p={p} needs expert samples, got none")
         if self.p < 1 and (weak is None or len(weak) == 0): raise ValueError(f"p={p} needs weak samples, got none")
-        self.expert, self.weak, self.seed = expert, weak, seed
+        self.expert, self.weak = expert, weak
         self.length = length or len(expert if self.p > 0 else weak)
         g = torch.Generator().manual_seed(seed)
         self.is_expert = torch.rand(self.length, generator=g) < self.p     # all draws, made once; exact at p = 0 and 1
