@@ -622,19 +622,13 @@ class FolderDataset(torch.utils.data.Dataset):
             if f.suffix.lower() != '.png': raise DataFormatError(f"{_where(f, self.ids[i])}: masks must be .png files")
         return found
 
-    def _check_mask_shape(self, f: Path, i: int, found: tuple, shape: tuple):
-        "Raise unless the mask `f` of image `i`, of shape `found`, is as large as the image (`shape`)."
-        if tuple(found) != tuple(shape):
-            raise DataFormatError(f"{_where(f, self.ids[i])}: mask size {list(found)} disagrees with the image "
-                                  f"{self.image_path(i)} of size {list(shape)}")
-
     def masks(self, i: int, shape: tuple[int, int]) -> np.ndarray | None:
         "The [10, H, W] masks of image `i` from masks/<id>/, or None when it has no mask folder."
         if not (self.root/'masks'/self.ids[i]).is_dir(): return None
         masks = np.zeros((len(PATHOLOGIES), *shape), np.uint8)
         for f, name in self._mask_files(i):
             m = read_mask_png(f, self.ids[i])
-            self._check_mask_shape(f, i, m.shape, shape)
+            _check_mask_size(m.shape, shape, f, self.ids[i], self.image_path(i))
             masks[PATHOLOGIES.index(name)] = m
         return masks
 
@@ -643,13 +637,13 @@ class FolderDataset(torch.utils.data.Dataset):
         files that are named, typed and sized right: from the files' headers, a fraction of reading them."""
         for i in range(len(self)):
             shape = _film_shape(self.image_path(i), self.ids[i], headers)
-            for f, _ in self._mask_files(i) if headers else []: self._check_mask_shape(f, i, _image_size(f, self.ids[i]), shape)
+            for f, _ in self._mask_files(i) if headers else []: _check_mask_size(_image_size(f, self.ids[i]), shape, f, self.ids[i], self.image_path(i))
 
     def native_masks(self, i: int) -> np.ndarray | None:
         "`masks` of image `i` at the size of its mask files (its own, as `__getitem__` checks); None if it has no mask file."
         folder = self.root/'masks'/self.ids[i]
         files = sorted(folder.iterdir()) if folder.is_dir() else []
-        return self.masks(i, read_mask_png(files[0], self.ids[i]).shape) if files else None
+        return self.masks(i, _image_size(files[0], self.ids[i])) if files else None
 
     def __getitem__(self, i: int) -> dict:
         image = read_image(self.image_path(i), self.ids[i])
