@@ -18,30 +18,31 @@ import torch.distributed as dist
 import torchvision
 from torch.utils.data import Dataset
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, timed_phase, chexpert_name, seed_everything, get_device,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, CheckpointError, check_choice, timed_phase, chexpert_name, seed_everything, get_device,
                           at_least, autocast, cli_errors, load_fitting, to_device, save_weights, load_weights, report_cached, run_dir, write_json)
 from .train import closing_process_group, dataset_batches, fit, is_main_process, on_device_if_cuda
 from .phantom import phantom_spec, phantom_from_spec
 
 # %% auto #0
-__all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'Standardize', 'one_channel', 'Classifier', 'label_columns',
-           'pathology_rows', 'save_classifier', 'load_classifier', 'weighted_bce', 'classifier_loss', 'BatchNormGroups',
-           'classifier_steps', 'train_classifier', 'dataset_from_spec', 'data_spec', 'chexseg_train_classifier',
-           'predict', 'roc_curve', 'auroc', 'auroc_table', 'plot_roc']
+__all__ = ['ARCHS', 'LABEL_SETS', 'GREY_MEAN', 'GREY_STD', 'standardize', 'Standardize', 'one_channel', 'Classifier',
+           'label_columns', 'pathology_rows', 'save_classifier', 'load_classifier', 'weighted_bce', 'classifier_loss',
+           'BatchNormGroups', 'classifier_steps', 'train_classifier', 'dataset_from_spec', 'data_spec',
+           'chexseg_train_classifier', 'predict', 'roc_curve', 'auroc', 'auroc_table', 'plot_roc']
 
 # %% ../nbs/02_classifier.ipynb #45a5ab6a
 ARCHS = ('densenet121', 'resnet18')
 LABEL_SETS = {'chexpert': CHEXPERT_LABELS, 'localization': PATHOLOGIES}
 GREY_MEAN, GREY_STD = 0.449, 0.226   # ImageNet's statistics averaged over RGB
 
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    "The batch of one-channel images `x` [B, 1, H, W] in [0, 1], checked, standardised with the fixed grey statistics."
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"Expected a batch of one-channel images [B, 1, H, W] in [0, 1], got shape {tuple(x.shape)}")
+    return (x - GREY_MEAN) / GREY_STD
+
 class Standardize(nn.Module):
-    "Check that the input is a batch of one-channel images and standardise it with fixed grey statistics."
-    def __init__(self, mean: float = GREY_MEAN, std: float = GREY_STD):
-        super().__init__(); self.mean, self.std = mean, std
-    def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"Expected a batch of one-channel images [B, 1, H, W] in [0, 1], got shape {tuple(x.shape)}")
-        return (x - self.mean) / self.std
+    "`standardize` as a layer: the first of the classifiers' (and IRNet's) backbones."
+    def forward(self, x): return standardize(x)
 
 def one_channel(conv: nn.Conv2d) -> nn.Conv2d:
     "A copy of the RGB `conv` that takes one channel, its weights summed over the input channels."
@@ -53,16 +54,15 @@ def one_channel(conv: nn.Conv2d) -> nn.Conv2d:
 
 def _backbone(arch: str) -> tuple[OrderedDict, int, bool]:
     "Torchvision layers of `arch` up to the Grad-CAM feature maps, their channel count, and whether a ReLU follows them."
+    check_choice(arch, ARCHS, 'classifier architecture')
     if arch == 'densenet121':
         net = torchvision.models.densenet121(weights=None)
         net.features.conv0 = one_channel(net.features.conv0)
         return OrderedDict(net.features.named_children()), net.classifier.in_features, True
-    if arch == 'resnet18':
-        net = torchvision.models.resnet18(weights=None)
-        net.conv1 = one_channel(net.conv1)
-        names = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
-        return OrderedDict((n, getattr(net, n)) for n in names), net.fc.in_features, False
-    raise ValueError(f"Unknown classifier architecture {arch!r}; choose one of {ARCHS}")
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = one_channel(net.conv1)
+    names = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
+    return OrderedDict((n, getattr(net, n)) for n in names), net.fc.in_features, False
 
 class Classifier(nn.Module):
     "A one-channel chest X-ray classifier: `features` (standardise + backbone) then `head` (GAP + linear)."

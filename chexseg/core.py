@@ -12,11 +12,11 @@ import torch
 
 # %% auto #0
 __all__ = ['PATHOLOGIES', 'CHEXPERT_LABELS', 'CHEXPERT_TO_LOCALIZATION', 'LOCALIZATION_TO_CHEXPERT', 'localization_name',
-           'chexpert_name', 'pathology_index', 'seed_everything', 'seed_worker', 'get_device', 'autocast', 'to_device',
-           'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json', 'read_json', 'settings_key',
-           'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights', 'load_fitting', 'save_state',
-           'load_state', 'cli_errors', 'at_least', 'refusal', 'cpu_model', 'device_name', 'git_commit', 'provenance',
-           'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
+           'chexpert_name', 'pathology_index', 'check_choice', 'seed_everything', 'seed_worker', 'get_device',
+           'autocast', 'to_device', 'in_test', 'scratch_dir', 'atomic_write', 'atomic_write_path', 'write_json',
+           'read_json', 'settings_key', 'run_dir', 'report_cached', 'CheckpointError', 'save_weights', 'load_weights',
+           'load_fitting', 'save_state', 'load_state', 'cli_errors', 'at_least', 'refusal', 'cpu_model', 'device_name',
+           'git_commit', 'provenance', 'timed_phase', 'phase_tally', 'phases_since', 'sum_phases']
 
 # %% ../nbs/00_core.ipynb #ca0cbe8b
 PATHOLOGIES = ('Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Lesion', 'Airspace Opacity', 'Edema',
@@ -47,6 +47,12 @@ def chexpert_name(name: str) -> str:
 def pathology_index(name: str) -> int:
     "Channel index of pathology `name` (either spelling) in `PATHOLOGIES`."
     return PATHOLOGIES.index(localization_name(name))
+
+# %% ../nbs/00_core.ipynb #cd9ab04b
+def check_choice(value, choices, what: str):
+    "Return `value` if it is one of `choices`, else raise naming `what` and the valid choices."
+    if value not in choices: raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
 
 # %% ../nbs/00_core.ipynb #4636e986
 _CUDNN = {'deterministic': False}    # this process's choice, kept by the library's own calls

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from pycocotools import mask as mask_util
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, localization_name, chexpert_name, atomic_write_path,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, check_choice, localization_name, chexpert_name, atomic_write_path,
                           write_json, read_json)
 
 # %% auto #0
@@ -304,9 +304,7 @@ UNCERTAINTY_POLICIES = ('U-Ones', 'U-Zeros', 'U-Ignore')
 
 def check_policy(policy: str) -> str:
     "`policy` if it is one of `UNCERTAINTY_POLICIES`, else an error that lists them."
-    if policy not in UNCERTAINTY_POLICIES:
-        raise ValueError(f"Unknown uncertainty policy {policy!r}; choose one of {', '.join(UNCERTAINTY_POLICIES)}")
-    return policy
+    return check_choice(policy, UNCERTAINTY_POLICIES, 'uncertainty policy')
 
 def uncertainty_targets(labels: np.ndarray, policy: str = 'U-Ones') -> tuple[np.ndarray, np.ndarray]:
     "`(targets, weights)`, float32 like `labels` ([N, 14] of 1/0/-1/NaN) after uncertainty `policy`; blank -> 0."

@@ -21,10 +21,10 @@ from .core import (PATHOLOGIES, atomic_write_path, cli_errors, get_device, in_te
                           seed_everything, sum_phases, timed_phase, write_json)
 from .train import fit, get_batch, is_main_process, recompute_batchnorm
 from .semi import (MaskSet, batched_outputs, build_segmenter, check_data_root, data_label, evaluate_segmenter, experiment_config,
-                          figures_dir, init_encoder, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
+                          figures_dir, load_segmenter, output_name, prepare_upstream, run_trial, segmenter_arch, segmenter_dir,
                           shared_splits, summary_rows, with_settings)
 from .saliency import file_key
-from .encoders import ENCODER_INIT_NAMES, available_inits
+from .encoders import ENCODER_INIT_NAMES, available_inits, init_encoder
 from .metrics import paired_bootstrap
 from .sweep import add_data_arguments, kernel_threads, provenance_caption, results_key, save_figure, write_table
 

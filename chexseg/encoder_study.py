@@ -10,10 +10,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_path, phase_tally, phases_since, write_json
+from .core import atomic_write_path, check_choice, phase_tally, phases_since, write_json
 from .encoders import ENCODER_INIT_NAMES, available_inits
 from .metrics import ci_text
-from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, data_label, experiment_config, output_name, prepare_upstream,
+from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, prepare_upstream,
                           keep_shared_splits, run_experiment)
 from .sweep import (SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
                            semi_params, write_table)

@@ -18,15 +18,16 @@ import segmentation_models_pytorch as smp
 from safetensors.torch import load_file as _st_load
 from torch.utils.data import Dataset
 
-from .core import CheckpointError, load_state, load_weights, report_cached, run_dir, save_weights, seed_everything, timed_phase
+from .core import CheckpointError, check_choice, load_state, load_weights, report_cached, run_dir, save_weights, seed_everything, timed_phase
 from .train import fit, is_main_process, on_device_if_cuda
-from .classifier import GREY_MEAN, GREY_STD, one_channel
+from .classifier import one_channel, standardize
 
 # %% auto #0
-__all__ = ['ENCODER_INIT_NAMES', 'FILE_INITS', 'smp_encoder', 'known_encoder', 'first_conv', 'misfits', 'grey_encoder_state',
-           'imagenet_weights_file', 'read_tensors', 'imagenet_encoder_state', 'moco_arch', 'query_backbone',
-           'moco_encoder_state', 'xray_augment', 'moco_branch', 'embed', 'gather', 'MoCo', 'moco_queue_size',
-           'moco_step', 'pretrain_moco', 'check_init_weights', 'init_available', 'available_inits']
+__all__ = ['ENCODER_INITS', 'ENCODER_INIT_NAMES', 'FILE_INITS', 'smp_encoder', 'known_encoder', 'first_conv', 'misfits',
+           'load_encoder_state', 'grey_encoder_state', 'imagenet_weights_file', 'read_tensors',
+           'imagenet_encoder_state', 'moco_arch', 'query_backbone', 'moco_encoder_state', 'xray_augment', 'moco_branch',
+           'embed', 'gather', 'MoCo', 'moco_queue_size', 'moco_step', 'pretrain_moco', 'classifier_encoder_state',
+           'from_file', 'init_encoder', 'check_init_weights', 'init_available', 'available_inits']
 
 # %% ../nbs/02a_encoders.ipynb #dadc77a9
 def smp_encoder(encoder: str, in_channels: int = 1) -> nn.Module:
@@ -46,6 +47,14 @@ def first_conv(module: nn.Module) -> str:
 def misfits(own: dict, state: dict) -> list[str]:
     "Keys of `own` that `state` lacks or holds with another shape (BatchNorm step counters, absent from old files, excepted)."
     return [k for k, v in own.items() if not k.endswith('num_batches_tracked') and (k not in state or state[k].shape != v.shape)]
+
+def load_encoder_state(model: nn.Module, state: dict, source) -> nn.Module:
+    "Load `state` into `model.encoder`, requiring every encoder tensor to be present with the right shape."
+    own = model.encoder.state_dict()
+    bad = misfits(own, state)
+    if bad: raise CheckpointError(f"{source} does not fit the {type(model.encoder).__name__}: {len(bad)} tensors missing or misshapen, e.g. {bad[:3]}")
+    torch.nn.Module.load_state_dict(model.encoder, {k: state[k] for k in own if k in state}, strict=False)
+    return model
 
 def grey_encoder_state(state: dict, encoder: str, source) -> dict:
     "`state`, the backbone of an RGB or one-channel `encoder` under smp's names, as the state dict of the one-channel smp `encoder`."
@@ -158,7 +167,7 @@ def moco_branch(encoder: str, dim: int = 128) -> nn.Module:
 
 def embed(branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
     "Unit-length float32 embeddings [B, dim] of images `x` [B,1,H,W] in [0, 1] by a MoCo branch."
-    feats = branch((x - GREY_MEAN) / GREY_STD)[-1]
+    feats = branch(standardize(x))[-1]
     return F.normalize(branch.fc(feats.mean((2, 3))).float(), dim=1)
 
 def gather(x: torch.Tensor) -> torch.Tensor:
@@ -265,14 +274,35 @@ def pretrain_moco(dataset: Dataset, root: str | Path, data: dict, encoder: str =
     if dist.is_initialized(): dist.barrier()
     return final
 
+# %% ../nbs/02a_encoders.ipynb #dc3769c8
+def classifier_encoder_state(path: str | Path, encoder: str) -> dict:
+    "The backbone weights of the classifier saved at `path`, named as a segmentation-models-pytorch encoder's."
+    sd, meta = load_weights(path)
+    if meta.get('stage') != 'classifier': raise CheckpointError(f"{path} is not a classifier checkpoint (stage {meta.get('stage')!r})")
+    if meta.get('backbone') != encoder:
+        raise CheckpointError(f"{path} holds a {meta.get('backbone')} classifier; it cannot initialise a {encoder} encoder")
+    return {k.removeprefix('features.'): v for k, v in sd.items() if k.startswith('features.')}
+
+def from_file(encoder_state):
+    "An initialisation that loads into the encoder the state `encoder_state(weights, encoder)` reads from the file `weights`."
+    return lambda model, encoder, weights: load_encoder_state(model, encoder_state(weights, encoder), weights)
+
+ENCODER_INITS = {'random': lambda model, encoder, weights: model, 'imagenet': from_file(imagenet_encoder_state),    # the paper's four
+                 'moco': from_file(moco_encoder_state), 'chexpert': from_file(classifier_encoder_state)}
+ENCODER_INIT_NAMES = tuple(ENCODER_INITS)
+
+def init_encoder(model: nn.Module, init: str = 'random', weights: str | Path | None = None, encoder: str = 'resnet18') -> nn.Module:
+    "Initialise `model`'s encoder (a segmentation-models-pytorch model's) by the registered initialisation `init` (from the file `weights` where it needs one)."
+    check_choice(init, ENCODER_INIT_NAMES, 'encoder initialisation')
+    if init != 'random' and weights is None: raise ValueError(f"encoder initialisation {init!r} needs a weights file")
+    return ENCODER_INITS[init](model, encoder, weights)
+
 # %% ../nbs/02a_encoders.ipynb #6012e35c
-ENCODER_INIT_NAMES = ('random', 'imagenet', 'moco', 'chexpert')   # the paper's four, as `chexseg.semi.ENCODER_INITS` registers them
 FILE_INITS = {'imagenet': imagenet_encoder_state, 'moco': moco_encoder_state}   # those that can read a file the user gives
 
 def check_init_weights(init: str, weights) -> Path | None:
     "`weights` as a path, checked to belong to an initialisation that reads one and to exist (None stays None)."
-    if init not in ENCODER_INIT_NAMES:
-        raise ValueError(f"Unknown encoder initialisation {init!r}; choose one of {', '.join(map(repr, ENCODER_INIT_NAMES))}")
+    check_choice(init, ENCODER_INIT_NAMES, 'encoder initialisation')
     if weights is None: return None
     if init not in FILE_INITS: raise ValueError(f"init_weights is for the {' and '.join(FILE_INITS)} initialisations; {init!r} takes none, got {weights}")
     if not Path(weights).exists(): raise FileNotFoundError(f"init_weights file of the {init} initialisation not found: {weights}")

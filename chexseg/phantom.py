@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .core import (PATHOLOGIES, CHEXPERT_LABELS, at_least, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
+from .core import (PATHOLOGIES, CHEXPERT_LABELS, at_least, check_choice, chexpert_name, cli_errors, get_device, in_test, atomic_write_path,
                           write_json)
 from .data import (check_policy, uncertainty_targets, masks_to_segmentation, write_segmentation_json,
                           write_annotation_json, write_chexpert_csv, read_image, _resize, FILM_SUFFIXES)
@@ -1059,7 +1059,7 @@ SPLIT_STARTS = {'test': 0, 'valid': 100_000, 'train': 1_000_000}
 
 def phantom_split(split: str, n: int, size: int = 320, seed: int = 0, **kwargs) -> PhantomDataset:
     "The phantom's `split` ('train', 'valid', 'test'): disjoint index ranges; valid and test carry true labels."
-    if split not in SPLIT_STARTS: raise ValueError(f"Unknown phantom split {split!r}; choose one of {', '.join(SPLIT_STARTS)}")
+    check_choice(split, tuple(SPLIT_STARTS), 'phantom split')
     ends = sorted(SPLIT_STARTS.values()) + [2 ** 32]
     room = ends[ends.index(SPLIT_STARTS[split]) + 1] - SPLIT_STARTS[split]
     if n > room: raise ValueError(f"Phantom split {split!r} holds at most {room} images, asked for {n}")

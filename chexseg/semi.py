@@ -15,23 +15,22 @@ import segmentation_models_pytorch as smp
 from torch.utils.data import Dataset, Subset
 
 
-from .core import (PATHOLOGIES, CheckpointError, cli_errors, timed_phase, phase_tally, phases_since, get_device, in_test,
+from .core import (PATHOLOGIES, CheckpointError, check_choice, cli_errors, timed_phase, phase_tally, phases_since, get_device, in_test,
                           load_fitting, load_weights, save_weights, seed_everything, run_dir, read_json, write_json, atomic_write_path,
                           autocast, to_device, provenance)
 from .train import closing_process_group, dataset_batches, fit, fit_stacked, get_batch, indices_on, is_main_process, recompute_batchnorm
-from .classifier import GREY_MEAN, GREY_STD, train_classifier, dataset_from_spec
+from .classifier import standardize, train_classifier, dataset_from_spec
 from .data import CheXpertDataset, FolderDataset, Letterbox, chexlocalize_files, unletterbox
 from .phantom import MAX_SIZE, MIN_SIZE, phantom_spec
 from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
-from .encoders import (FILE_INITS, check_init_weights, imagenet_encoder_state, imagenet_weights_file, known_encoder, misfits,
-                              moco_encoder_state, pretrain_moco)
+from .encoders import (ENCODER_INIT_NAMES, FILE_INITS, check_init_weights, imagenet_weights_file, init_encoder, known_encoder,
+                              pretrain_moco)
 from .metrics import bootstrap_miou, count_pixels, iou_from_overlaps, iou_masks, mask_overlaps
 
 # %% auto #0
-__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS',
-           'POOL_KEYS', 'SIZE_NAMES', 'HEADER_CHECK_LIMIT', 'GPU_SCALES', 'check_choice', 'check_p', 'Segmenter',
-           'build_segmenter', 'classifier_encoder_state', 'load_encoder_state', 'from_file', 'init_encoder',
+__all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS', 'POOL_KEYS',
+           'SIZE_NAMES', 'HEADER_CHECK_LIMIT', 'GPU_SCALES', 'check_p', 'Segmenter', 'build_segmenter',
            'soft_dice_loss', 'MaskSet', 'shuffled_passes', 'MixedDataset', 'segmenter_arch', 'batch_dice', 'dice_step',
            'train_segmenter', 'new_segmenter', 'load_trained', 'load_segmenter', 'train_segmenters_stacked',
            'batched_outputs', 'predict_probs', 'tune_output_thresholds', 'resolve_scale', 'experiment_config',
@@ -47,11 +46,6 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'ENCODER_INITS', 'SCALES', 'METH
 WEAK_SOURCES = ('cam', 'irnet')
 WEAK_SOURCE_NAMES = {'cam': 'CAM', 'irnet': 'IRNet'}   # as figures and tables spell them
 
-def check_choice(value, choices, what: str):
-    "Return `value` if it is one of `choices`, else raise naming `what` and the valid choices."
-    if value not in choices: raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
-    return value
-
 def check_p(p) -> float:
     "The expert-sampling probability, validated to lie in [0, 1]."
     p = float(p)
@@ -61,41 +55,11 @@ def check_p(p) -> float:
 # %% ../nbs/04_semi.ipynb #3a00869d
 class Segmenter(smp.DeepLabV3Plus):
     "DeepLabV3+ on one-channel images in [0, 1], standardised like the classifiers' inputs."
-    def forward(self, x): return super().forward((x - GREY_MEAN) / GREY_STD)
+    def forward(self, x): return super().forward(standardize(x))
 
 def build_segmenter(encoder: str = 'resnet18', classes: int = len(PATHOLOGIES)) -> Segmenter:
     "A DeepLabV3+ with a randomly initialised `encoder`, one input channel and `classes` logits per pixel."
     with known_encoder(encoder): return Segmenter(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=classes)
-
-# %% ../nbs/04_semi.ipynb #95673227
-def classifier_encoder_state(path: str | Path, encoder: str) -> dict:
-    "The backbone weights of the classifier saved at `path`, named as a segmentation-models-pytorch encoder's."
-    sd, meta = load_weights(path)
-    if meta.get('stage') != 'classifier': raise CheckpointError(f"{path} is not a classifier checkpoint (stage {meta.get('stage')!r})")
-    if meta.get('backbone') != encoder:
-        raise CheckpointError(f"{path} holds a {meta.get('backbone')} classifier; it cannot initialise a {encoder} encoder")
-    return {k.removeprefix('features.'): v for k, v in sd.items() if k.startswith('features.')}
-
-def load_encoder_state(model: Segmenter, state: dict, source) -> Segmenter:
-    "Load `state` into `model.encoder`, requiring every encoder tensor to be present with the right shape."
-    own = model.encoder.state_dict()
-    bad = misfits(own, state)
-    if bad: raise CheckpointError(f"{source} does not fit the {type(model.encoder).__name__}: {len(bad)} tensors missing or misshapen, e.g. {bad[:3]}")
-    torch.nn.Module.load_state_dict(model.encoder, {k: state[k] for k in own if k in state}, strict=False)
-    return model
-
-def from_file(encoder_state):
-    "An initialisation that loads into the encoder the state `encoder_state(weights, encoder)` reads from the file `weights`."
-    return lambda model, encoder, weights: load_encoder_state(model, encoder_state(weights, encoder), weights)
-
-ENCODER_INITS = {'random': lambda model, encoder, weights: model, 'chexpert': from_file(classifier_encoder_state),
-                 'imagenet': from_file(imagenet_encoder_state), 'moco': from_file(moco_encoder_state)}
-
-def init_encoder(model: Segmenter, init: str = 'random', weights: str | Path | None = None, encoder: str = 'resnet18') -> Segmenter:
-    "Initialise `model`'s encoder by the registered initialisation `init` (from the file `weights` where it needs one)."
-    check_choice(init, tuple(ENCODER_INITS), 'encoder initialisation')
-    if init != 'random' and weights is None: raise ValueError(f"encoder initialisation {init!r} needs a weights file")
-    return ENCODER_INITS[init](model, encoder, weights)
 
 # %% ../nbs/04_semi.ipynb #663c23db
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -281,7 +245,7 @@ def experiment_config(scale: str = 'auto', device=None, **overrides) -> dict:
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     cfg['p'], cfg['method_version'] = check_p(cfg['p']), METHOD_VERSION
     check_choice(cfg['weak_source'], WEAK_SOURCES, 'weak source')
-    check_choice(cfg['encoder_init'], tuple(ENCODER_INITS), 'encoder initialisation')
+    check_choice(cfg['encoder_init'], ENCODER_INIT_NAMES, 'encoder initialisation')
     for k in ('init_weights', 'data_root'):                 # absolute: one cache key, and right in kernels that run elsewhere
         if cfg[k] is not None: cfg[k] = str(Path(cfg[k]).resolve())
     check_init_weights(cfg['encoder_init'], cfg['init_weights'])

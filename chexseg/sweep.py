@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (PATHOLOGIES, atomic_write, atomic_write_path, cli_errors, phase_tally, phases_since, provenance, read_json,
+from .core import (PATHOLOGIES, atomic_write, check_choice, atomic_write_path, cli_errors, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, settings_key, sum_phases, write_json)
 from .phantom import PHANTOM_VERSION
-from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_choice, check_data_root, check_p, data_label, experiment_config,
+from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_data_root, check_p, data_label, experiment_config,
                           figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
 
 # %% auto #0

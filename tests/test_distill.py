@@ -6,7 +6,7 @@ import chexseg.distill as distill
 from chexseg.encoders import available_inits
 from chexseg.distill import (distill_loss, train_student, teacher_logits, run_distillation, unlabeled_size,
                              chexseg_distill)
-from chexseg.semi import build_segmenter, experiment_config, ENCODER_INITS
+from chexseg.semi import build_segmenter, experiment_config
 
 LN3 = math.log(3)
 

@@ -5,8 +5,9 @@ from safetensors.torch import save_file
 from chexseg.core import CheckpointError, load_weights
 from chexseg.classifier import dataset_from_spec
 from chexseg.phantom import phantom_spec
-from chexseg.encoders import (imagenet_encoder_state, imagenet_weights_file, init_available, moco_encoder_state, pretrain_moco)
-from chexseg.semi import build_segmenter, experiment_config, init_encoder, load_encoder_state, prepare_upstream, phantom_splits, segmenter_settings
+from chexseg.encoders import (imagenet_encoder_state, imagenet_weights_file, init_available, init_encoder, load_encoder_state,
+                              moco_encoder_state, pretrain_moco)
+from chexseg.semi import build_segmenter, experiment_config, prepare_upstream, phantom_splits, segmenter_settings
 
 
 def published_moco_checkpoint(path, dim=128, K=64):

@@ -1,8 +1,9 @@
 "CheXseg's semi-supervised pieces: exact-p mixing, the Dice loss, output thresholds, and early errors."
 import numpy as np, pytest, torch
 from chexseg.core import run_dir
+from chexseg.encoders import init_encoder
 from chexseg.semi import (MaskSet, MixedDataset, soft_dice_loss, tune_output_thresholds, experiment_config,
-                          build_segmenter, init_encoder, phantom_splits, segmenter_settings, METHOD_VERSION)
+                          build_segmenter, phantom_splits, segmenter_settings, METHOD_VERSION)
 
 
 def sets():
