@@ -15,7 +15,7 @@ from .encoders import ENCODER_INIT_NAMES, available_inits
 from .metrics import ci_text
 from .semi import (WEAK_SOURCE_NAMES, WEAK_SOURCES, data_label, experiment_config, output_name, prepare_upstream,
                           keep_shared_splits, run_experiment)
-from .sweep import (SemiGroup, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
+from .sweep import (SemiGroup, on_shared_pathologies, provenance_caption, results_key, run_semi_jobs, runs_provenance, save_figure,
                            semi_params, write_table)
 
 # %% auto #0
@@ -97,9 +97,10 @@ def run_study(scale: str = 'auto', inits=ENCODER_INIT_NAMES, sources=WEAK_SOURCE
         for k in todo: run_experiment(plan.cfgs[k], root, plan.dirs[k], device)
     done = [(r, d/'results.csv') for r, d in zip(plan.runs, plan.dirs) if (d/'results.csv').exists()]
     if not done: raise RuntimeError("no run of the study finished:\n" + '\n'.join(failed))
-    tables = [pd.read_csv(c).assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '') for r, c in done]
+    frames, left_out = on_shared_pathologies([c for _, c in done])       # every run's mean over the same pathologies
+    tables = [f.assign(setting=r['setting'], n_weak=r['n_weak'], weak_source=r['weak_source'] if r['p'] < 1 else '') for (r, _), f in zip(done, frames)]
     return (pd.concat(tables, ignore_index=True), plan.skipped, failed,
-            dict(runs_provenance([c for _, c in done], plan.executed), phases_s=upstream, new_runs=len(todo)))
+            dict(runs_provenance([c for _, c in done], plan.executed), phases_s=upstream, new_runs=len(todo), pathologies_left_out=left_out))
 
 # %% ../nbs/06_encoders.ipynb #b6d6a9a5
 def study_means(results: pd.DataFrame) -> pd.DataFrame:
@@ -143,6 +144,7 @@ def write_encoder_outputs(results: pd.DataFrame, out: str | Path, meta: dict) ->
     fig = figure4(results, f"Encoder initialisations on {data_label(meta['settings'])} ({meta['settings']['scale']} scale)")
     save_figure(fig, out/'figure4', caption); plt.close(fig)
     notes = ''.join(f"- {i} not run: {why}\n" for i, why in meta.get('skipped', {}).items())
+    if meta.get('pathologies_left_out'): notes += f"- mIoU: over the pathologies every run scores, without {', '.join(meta['pathologies_left_out'])}\n"
     write_table(table2(results), out/'table2', 'Table 2: mIoU [95% CI] by encoder initialisation', caption, notes + '\n' if notes else '')
     with atomic_write_path(out/'encoder_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'encoders.json', indent=2)

@@ -20,7 +20,8 @@ from .data import DataFormatError, read_segmentation_json, rle_areas
 # %% auto #0
 __all__ = ['Overlaps', 'iou_from_overlaps', 'count_pixels', 'mask_overlaps', 'iou_masks', 'evaluation_ids', 'rle_overlaps',
            'iou_table', 'miou', 'bootstrap_replicates', 'ci_frame', 'quiet_nanmean', 'ci_text', 'bootstrap_miou',
-           'paired_bootstrap', 'pooled_iou', 'pointing_hits', 'hit_rate', 'eval_summary', 'evaluate', 'chexseg_eval']
+           'shared_pathologies', 'paired_bootstrap', 'pooled_iou', 'pointing_hits', 'hit_rate', 'eval_summary',
+           'evaluate', 'chexseg_eval']
 
 # %% ../nbs/01b_metrics.ipynb #dc1dbc97
 class Overlaps(NamedTuple):
@@ -190,6 +191,13 @@ def bootstrap_miou(table, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.
     out['n_images'] = [*table.notna().sum(), table.notna().any(axis=1).sum()]
     return out
 
+# %% ../nbs/01b_metrics.ipynb #ca255ec0
+def shared_pathologies(tables: dict) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    "The per-image tables with every pathology (column) that any of them never scores set to NaN in all; and those pathologies."
+    tables = {k: _as_frame(t) for k, t in tables.items()}
+    dropped = [p for p in next(iter(tables.values())).columns if any(t[p].isna().all() for t in tables.values())]
+    return {k: t.assign(**{p: np.nan for p in dropped}) for k, t in tables.items()}, dropped
+
 # %% ../nbs/01b_metrics.ipynb #0a5cde40
 def paired_bootstrap(table_a, table_b, n: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
     "mIoU of `table_a` minus `table_b` per column and `'mean'` (over the columns both score), with a paired bootstrap CI (same resampled images)."
@@ -198,9 +206,8 @@ def paired_bootstrap(table_a, table_b, n: int = 1000, seed: int = 0, ci: float =
         only_a, only_b = sorted(set(a.index) - set(b.index))[:3], sorted(set(b.index) - set(a.index))[:3]
         raise ValueError(f"A paired bootstrap needs two tables over the same images and columns; "
                          f"e.g. only in a: {only_a}, only in b: {only_b}")
-    b = b.loc[a.index]
-    one_only = ~(a.notna().any() & b.notna().any())                              # pathologies only one of them scores
-    a, b = a.mask(one_only, np.nan, axis=1), b.mask(one_only, np.nan, axis=1)
+    shared, _ = shared_pathologies(dict(a=a, b=b.loc[a.index]))                # a pathology only one of them scores: in neither
+    a, b = shared['a'], shared['b']
     diff = bootstrap_replicates(a, n, seed) - bootstrap_replicates(b, n, seed)  # same seed: same resamples
     return ci_frame(miou(a) - miou(b), diff, ci)
 

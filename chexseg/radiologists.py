@@ -15,14 +15,14 @@ from tqdm.auto import tqdm
 from .core import PATHOLOGIES, atomic_write, atomic_write_path, get_device, in_test, provenance, read_json, write_json
 from .data import (DataFormatError, annotation_to_masks, chexlocalize_files, masks_to_segmentation,
                           read_annotation_json, read_csv_file, read_data_json, read_segmentation_json)
-from .metrics import ci_frame, ci_text, quiet_nanmean, bootstrap_replicates, iou_masks, iou_table, miou
+from .metrics import ci_frame, ci_text, quiet_nanmean, bootstrap_replicates, iou_masks, iou_table, miou, shared_pathologies
 from .phantom import PhantomConfig, phantom_split
-from .sweep import markdown_table, save_figure
+from .sweep import markdown_table, on_shared_pathologies, save_figure
 
 # %% auto #0
 __all__ = ['METHODS', 'reader_iou_masks', 'phantom_reader_iou', 'segmentation_from_json', 'json_reader_iou', 'reader_files',
            'reader_iou', 'split_readers', 'miou_replicates', 'sweep_summary', 'best_runs', 'read_per_image_iou',
-           'run_settings', 'align_tables', 'shared_pathologies', 'paired_tables', 'paired_replicates', 'gap_reduction',
+           'run_settings', 'align_tables', 'paired_tables', 'paired_replicates', 'gap_reduction',
            'radiologist_comparison', 'figure5', 'comparison_table', 'write_figure5', 'compare_radiologists']
 
 # %% ../nbs/07_radiologists.ipynb #635fee47
@@ -104,12 +104,12 @@ def miou_replicates(tables: list, n: int = 1000, seed: int = 0) -> tuple[pd.Seri
 # %% ../nbs/07_radiologists.ipynb #30c5e92b
 def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
     "One row per finished run under `sweep_dir`: p, weak source, test mIoU (mean over trials), trials, run folder."
+    csvs = sorted(Path(sweep_dir).glob('*/results.csv'))
+    if not csvs: raise FileNotFoundError(f"No finished run (*/results.csv) under {sweep_dir}")
     rows = []
-    for res in sorted(Path(sweep_dir).glob('*/results.csv')):
-        r = pd.read_csv(res)
+    for res, r in zip(csvs, on_shared_pathologies(csvs)[0]):            # every run's mean over the same pathologies
         for (p, source), g in r[r.pathology == 'mean'].groupby(['p', 'weak_source']):
             rows.append(dict(p=float(p), weak_source=source, miou=g.miou.mean(), trials=len(g), run_dir=str(res.parent)))
-    if not rows: raise FileNotFoundError(f"No finished run (*/results.csv) under {sweep_dir}")
     return pd.DataFrame(rows).sort_values(['p', 'weak_source'], ignore_index=True)
 
 def best_runs(summary: pd.DataFrame) -> dict:
@@ -163,11 +163,6 @@ def align_tables(reference: pd.DataFrame, **tables) -> dict[str, pd.DataFrame]:
     return out
 
 # %% ../nbs/07_radiologists.ipynb #3e035fb9
-def shared_pathologies(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    "The tables with every pathology that any of them never scores set to NaN in all; and those pathologies."
-    dropped = [p for p in PATHOLOGIES if any(t[p].isna().all() for t in tables.values())]
-    return {k: t.assign(**{p: np.nan for p in dropped}) for k, t in tables.items()}, dropped
-
 def _reduction(r, c, w) -> np.ndarray:
     "(c - w) / (r - w) elementwise, NaN where the weak model's gap r - w is not positive."
     r, c, w = (np.asarray(x, dtype=np.float64) for x in (r, c, w))

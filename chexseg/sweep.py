@@ -15,19 +15,21 @@ import torch
 
 from .core import (PATHOLOGIES, atomic_write, check_choice, atomic_write_path, cli_errors, phase_tally, phases_since, provenance, read_json,
                           scratch_dir, settings_key, sum_phases, write_json)
+from .metrics import bootstrap_miou, shared_pathologies
 from .phantom import PHANTOM_VERSION
 from .semi import (METHOD_VERSION, WEAK_SOURCE_NAMES, WEAK_SOURCES, check_data_root, check_p, data_label, experiment_config,
-                          figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, with_settings)
+                          figures_dir, keep_shared_splits, output_name, prepare_upstream, size_settings, summary_rows, with_settings)
 
 # %% auto #0
 __all__ = ['PAPER_PS', 'SETUP_CELL', 'MODULE_NAMES', 'CLEAR_NAMESPACE', 'RUN_PLACES', 'SEMI_RUN_KEYS', 'OUT_OF_MEMORY',
            'sweep_runs', 'notebook_path', 'semi_notebook', 'without_examples', 'runnable_copy', 'executed_copy',
            'KeptKernel', 'kept_kernel_engine', 'execute', 'changed_settings', 'finished', 'run_semi_notebook',
-           'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table', 'provenance_caption',
-           'notebook_seconds', 'runs_provenance', 'write_table', 'save_figure', 'kernel_threads', 'semi_params',
-           'sweep_jobs', 'error_line', 'try_run', 'out_of_memory', 'SemiGroup', 'stop_kernels', 'KernelPool',
-           'run_semi_jobs', 'pending_upstream', 'upstream_builder', 'sweep_plan', 'sweep_groups', 'run_sweep',
-           'write_sweep_outputs', 'size_pair', 'add_data_arguments', 'chexseg_sweep']
+           'results_key', 'with_shared_full', 'table1', 'figure2', 'markdown_table', 'trial_tables',
+           'on_shared_pathologies', 'provenance_caption', 'notebook_seconds', 'runs_provenance', 'write_table',
+           'save_figure', 'kernel_threads', 'semi_params', 'sweep_jobs', 'error_line', 'try_run', 'out_of_memory',
+           'SemiGroup', 'stop_kernels', 'KernelPool', 'run_semi_jobs', 'pending_upstream', 'upstream_builder',
+           'sweep_plan', 'sweep_groups', 'run_sweep', 'write_sweep_outputs', 'size_pair', 'add_data_arguments',
+           'chexseg_sweep']
 
 # %% ../nbs/04a_sweep.ipynb #93d5f5ef
 PAPER_PS = (0, 0.2, 0.4, 0.6, 0.8, 0.85, 0.9, 1)
@@ -229,6 +231,28 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     rows = [' | '.join(map(str, df.columns)), ' | '.join('---' for _ in df.columns)]
     rows += [' | '.join(fmt(v) for v in r) for r in df.itertuples(index=False)]
     return '\n'.join(f'| {r} |' for r in rows) + '\n'
+
+# %% ../nbs/04a_sweep.ipynb #a64029e6
+def trial_tables(results_csv: str | Path) -> dict[int, pd.DataFrame]:
+    "Each trial's per-image IoU table of the run whose `results.csv` is `results_csv` (from the `per_image_iou.csv` beside it)."
+    path = Path(results_csv).with_name('per_image_iou.csv')
+    if not path.exists(): raise FileNotFoundError(f"{path} not found: the run in {path.parent} kept no per-image IoUs; delete its results.csv to run it again")
+    t = pd.read_csv(path, dtype={'cxr_id': str}).set_index('cxr_id')
+    return {int(k): g.drop(columns='trial') for k, g in t.groupby('trial')}
+
+def on_shared_pathologies(results_csvs) -> tuple[list[pd.DataFrame], list[str]]:
+    """Each run's results (its `results.csv`) with every trial's `'mean'` row (estimate, CI, images) recomputed over the
+    pathologies that every trial of every run scores, bootstrapped as the run did (its `n_boot`, seed + trial); and the
+    pathologies left out."""
+    runs = [(pd.read_csv(c), trial_tables(c), read_json(Path(c).with_name('run.json'))['settings']) for c in results_csvs]
+    shared, left_out = shared_pathologies({(i, k): t for i, (_, tables, _) in enumerate(runs) for k, t in tables.items()})
+    out = []
+    for i, (res, tables, cfg) in enumerate(runs):
+        for k in tables:
+            m = bootstrap_miou(shared[i, k], cfg['n_boot'], cfg['seed'] + k).loc['mean']
+            res.loc[(res.pathology == 'mean') & (res.trial == k), ['miou', 'lower', 'upper', 'n_images']] = m[['estimate', 'lower', 'upper', 'n_images']].to_numpy()
+        out.append(res)
+    return out, left_out
 
 # %% ../nbs/04a_sweep.ipynb #2c36e9de
 def provenance_caption(what: str, meta: dict) -> str:
@@ -438,8 +462,10 @@ def run_sweep(ps=PAPER_PS, sources=WEAK_SOURCES, scale: str = 'auto', figures: s
     failed = [o for o in outcomes if isinstance(o, str)]
     done = [o for o in outcomes if not isinstance(o, str)]
     if not done: raise RuntimeError("no run of the sweep finished:\n" + '\n'.join(failed))
-    results = pd.concat([pd.read_csv(c) for c in done], ignore_index=True)
+    frames, left_out = on_shared_pathologies(done)
+    results = pd.concat(frames, ignore_index=True)
     write_sweep_outputs(results, figures_dir(figures, cfg, device), dict(settings=cfg, runs=runs, failed=failed, new_runs=new_runs, executed_notebooks=str(executed),
+                                                               pathologies_left_out=left_out,
                                                                **runs_provenance(done, executed), phases_s=phases_since(tally),
                                                                **provenance(device, time.perf_counter() - t0)))
     if failed: raise RuntimeError(f"{len(failed)} of {len(jobs)} sweep runs failed (outputs written from the rest):\n" + '\n'.join(failed))
@@ -449,7 +475,10 @@ def write_sweep_outputs(results: pd.DataFrame, out: Path, meta: dict):
     "Figure 2, table 1 and the stacked results of a sweep, with `meta` as their provenance."
     caption = provenance_caption(f"chexseg p-sweep, scale {meta['settings']['scale']}", meta)
     save_figure(figure2(results, f"CheXseg on {data_label(meta['settings'])} ({meta['settings']['scale']} scale): mIoU against p"), out/'figure2', caption)
-    write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption)
+    left_out = meta.get('pathologies_left_out')
+    notes = (f"mIoU: the mean over the pathologies every trial of every run scores, which leaves out {', '.join(left_out)}.\n\n"
+             if left_out else '')
+    write_table(table1(results), out/'table1', 'Table 1: per-pathology IoU by p', caption, notes)
     with atomic_write_path(out/'sweep_results.csv') as f: results.to_csv(f, index=False)
     write_json(meta, out/'sweep.json', indent=2)
 

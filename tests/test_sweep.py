@@ -81,3 +81,35 @@ def test_the_pool_runs_its_jobs_in_as_many_kept_kernels_as_workers(tmp_path):
         pool.add('jobs', sweep.SemiGroup([({}, tmp_path/n) for n in 'abcde'], tmp_path/'nb'))
         pool.wait('jobs')
     assert len(seen) == 5 and len({id(k) for k in seen}) == 2 and all(isinstance(k, sweep.KeptKernel) for k in seen)
+
+
+import numpy as np
+from chexseg.core import PATHOLOGIES, write_json
+from chexseg.metrics import bootstrap_miou
+from chexseg.semi import METHOD_VERSION, experiment_config, summary_rows
+from chexseg.sweep import RUN_PLACES, sweep_jobs
+
+
+def test_the_sweep_compares_runs_on_the_pathologies_all_of_them_score(tmp_path):
+    """A weakly supervised run that never predicts Edema would average nine pathologies beside the others' ten; the
+    sweep's means (sweep_results, table 1, figure 2) leave Edema out of every run, and say so."""
+    cfg, rng = experiment_config('smoke'), np.random.default_rng(0)
+    ids = pd.Index([f'i{k}' for k in range(20)], name='cxr_id')
+    for (params, out), p in zip(sweep_jobs([dict(p=0.0, weak_source='cam'), dict(p=1.0, weak_source='cam')], cfg, tmp_path/'runs'), (0.0, 1.0)):
+        tables = {k: pd.DataFrame(rng.uniform(0, 1, (20, 10)), index=ids, columns=list(PATHOLOGIES)) for k in range(2)}
+        if p == 0: tables[1]['Edema'] = np.nan                                  # trial 1 of the weak run never scores Edema
+        out.mkdir(parents=True)
+        pd.concat(tables, names=['trial', 'cxr_id']).to_csv(out/'per_image_iou.csv')
+        rows = [summary_rows(dict(trial=k, summary=bootstrap_miou(t, cfg['n_boot'], cfg['seed'] + k)), dict(cfg, p=p, weak_source='cam'))
+                for k, t in tables.items()]
+        pd.concat(rows, ignore_index=True).to_csv(out/'results.csv', index=False)
+        settings = dict({k: v for k, v in params.items() if k not in RUN_PLACES}, method_version=METHOD_VERSION, n_boot=cfg['n_boot'], seed=cfg['seed'])
+        write_json(dict(settings=settings), out/'run.json')
+    res = run_sweep([0, 1], ['cam'], 'smoke', tmp_path/'figures', tmp_path/'runs', collect=True)
+    nine = [p for p in PATHOLOGIES if p != 'Edema']
+    for (p, k), g in res.groupby(['p', 'trial']):
+        table = pd.read_csv(next((tmp_path/'runs'/'sweep'/'smoke').glob(f'p{p}_cam/per_image_iou.csv'))).query('trial == @k')
+        assert np.isclose(g.set_index('pathology').miou['mean'], table[nine].mean().mean())
+    out = tmp_path/'figures'/'smoke'
+    assert json.loads((out/'sweep.json').read_text())['pathologies_left_out'] == ['Edema']
+    assert 'leaves out Edema' in (out/'table1.md').read_text()
