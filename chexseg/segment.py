@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from .core import PATHOLOGIES, at_least, atomic_write_path, cli_errors, in_test, read_json
 from .data import (FILM_SUFFIXES, CheXpertDataset, DataFormatError, FolderDataset, image_id, letterbox, masks_to_segmentation,
-                          read_image, unletterbox, write_segmentation_json)
-from .semi import load_segmenter, predict_probs
+                          read_image, write_segmentation_json)
+from .semi import load_segmenter, native_masks_of, predict_probs
 
 # %% auto #0
 __all__ = ['film_id', 'list_films', 'run_segmenter', 'save_overlay', 'segment_films', 'segment_to_json', 'chexseg_segment']
@@ -87,13 +87,12 @@ def segment_films(model: torch.nn.Module, thresholds: np.ndarray, films: list[tu
                   batch_size: int = 16, device=None):
     "Yield `(id, masks [10, H, W] uint8)` for each of `films`, at the film's own resolution."
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    cut = torch.as_tensor(thresholds, dtype=torch.float32)[:, None, None]
     for lo in range(0, len(films), batch_size):
         batch = films[lo:lo + batch_size]
         squares, boxes = zip(*(letterbox(read_image(f, i), size) for i, f in batch))
         probs = predict_probs(model, torch.from_numpy(np.stack(squares))[:, None], batch_size, device)
         for (cxr_id, _), p, box in zip(batch, probs, boxes):
-            yield cxr_id, unletterbox((p.float() > cut).to(torch.uint8), box).numpy()
+            yield cxr_id, native_masks_of(p, thresholds, box).to(torch.uint8).cpu().numpy()
 
 def segment_to_json(run: str | Path, films: str | Path, out: str | Path, trial: int = 0, batch_size: int = 16, device=None,
                     overlays: str | Path | None = None) -> dict:

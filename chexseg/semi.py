@@ -26,7 +26,7 @@ from .saliency import THRESHOLD_GRID, tune_thresholds, file_key, weak_masks
 from .irnet import irnet_weak_masks
 from .encoders import (ENCODER_INIT_NAMES, FILE_INITS, check_init_weights, imagenet_weights_file, init_encoder, known_encoder,
                               pretrain_moco)
-from .metrics import bootstrap_miou, count_pixels, iou_from_overlaps, iou_masks, mask_overlaps
+from .metrics import bootstrap_miou, iou_from_overlaps, iou_masks, mask_overlaps
 
 # %% auto #0
 __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'SCALES', 'METHOD_VERSION', 'SIZE_KEYS', 'SHARED_SPLITS', 'POOL_KEYS',
@@ -37,10 +37,10 @@ __all__ = ['WEAK_SOURCES', 'WEAK_SOURCE_NAMES', 'SCALES', 'METHOD_VERSION', 'SIZ
            'size_settings', 'with_settings', 'split_ranges', 'phantom_splits', 'stack_split', 'given_init_weights',
            'prepare_upstream', 'rendered_split_file', 'read_rendered_split', 'kept_split', 'keep_pool', 'KeptPool',
            'keep_shared_splits', 'shared_splits', 'real_splits', 'folder_splits', 'data_splits', 'film_counts',
-           'check_sizes', 'check_data_root', 'output_name', 'figures_dir', 'data_label', 'native_ious', 'weak_subset',
-           'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory', 'trial_mix', 'train_trials',
-           'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment', 'chexseg_train_segmenter',
-           'plot_predictions']
+           'check_sizes', 'check_data_root', 'output_name', 'figures_dir', 'data_label', 'native_masks_of',
+           'native_ious', 'weak_subset', 'segmenter_settings', 'segmenter_dir', 'evaluate_segmenter', 'in_memory',
+           'trial_mix', 'train_trials', 'evaluate_trial', 'run_trial', 'summary_rows', 'run_experiment',
+           'chexseg_train_segmenter', 'plot_predictions']
 
 # %% ../nbs/04_semi.ipynb #bcb1f88f
 WEAK_SOURCES = ('cam', 'irnet')
@@ -499,17 +499,22 @@ def data_label(cfg: dict) -> str:
     return 'the synthetic phantom' if cfg.get('data_root') is None else f"the data in {Path(cfg['data_root']).name}/"
 
 # %% ../nbs/04_semi.ipynb #2ce16c29
-def native_ious(pred: torch.Tensor, films: Dataset) -> np.ndarray:
-    """Per-image IoU [N, 10] (true-positive-only) of `pred`, masks [N, 10, S, S] at the letterbox size of the films of
-    `films` in its order, scored at each film's own resolution against `films.native_masks` (NaN where it has none)."""
-    ious = np.full(pred.shape[:2], np.nan)
-    for i in range(len(pred)):
+def native_masks_of(probs: torch.Tensor, thresholds, box: Letterbox) -> torch.Tensor:
+    "Masks [K, H, W] (bool) at a film's own size from probabilities [K, S, S] at its letterbox `box`: brought back first, then cut at `thresholds` [K]."
+    return unletterbox(probs.float(), box) > torch.as_tensor(thresholds, dtype=torch.float32, device=probs.device)[:, None, None]
+
+def native_ious(probs: torch.Tensor, thresholds, films: Dataset) -> np.ndarray:
+    """Per-image IoU [N, 10] (true-positive-only) of the masks of `probs` [N, 10, S, S] (at the letterbox size of the
+    films of `films`, in its order) at `thresholds` [10], scored at each film's own resolution against
+    `films.native_masks` (NaN where it has none)."""
+    ious, thresholds = np.full(probs.shape[:2], np.nan), np.asarray(thresholds)
+    for i in range(len(probs)):
         gt = films.native_masks(i)
         if gt is None: continue                                     # no ground truth: no true positive to score
-        scored = gt.reshape(len(gt), -1).any(1) & (count_pixels(pred[i]) > 0).cpu().numpy()   # the only pairs with an IoU
-        if scored.any():
-            back = unletterbox(pred[i][torch.from_numpy(scored).to(pred.device)], Letterbox.fit(*gt.shape[-2:], pred.shape[-1]))
-            ious[i, scored] = iou_from_overlaps(mask_overlaps(torch.from_numpy(gt[scored]).to(pred.device), back))
+        has = gt.reshape(len(gt), -1).any(1)                        # only these pairs can be true positives
+        if has.any():
+            pred = native_masks_of(probs[i][torch.from_numpy(has).to(probs.device)], thresholds[has], Letterbox.fit(*gt.shape[-2:], probs.shape[-1]))
+            ious[i, has] = iou_from_overlaps(mask_overlaps(torch.from_numpy(gt[has]).to(probs.device), pred))
     return ious
 
 # %% ../nbs/04_semi.ipynb #efcfbe2d
@@ -538,7 +543,7 @@ def evaluate_segmenter(model, val: dict, test: dict, n_boot: int = 1000, seed: i
     thresholds = tune_output_thresholds(predict_probs(model, val['images'], device=device, out_device=device), val['masks'])
     probs = predict_probs(model, test['images'], device=device, out_device=device)
     pred = probs > torch.tensor(thresholds, dtype=torch.float32, device=device)[:, None, None]
-    ious = native_ious(pred, test['films']) if test.get('films') is not None else iou_masks(test['masks'].to(device), pred)
+    ious = native_ious(probs, thresholds, test['films']) if test.get('films') is not None else iou_masks(test['masks'].to(device), pred)
     table = pd.DataFrame(ious, index=test['ids'], columns=list(PATHOLOGIES))
     return dict(table=table, summary=bootstrap_miou(table, n=n_boot, seed=seed), thresholds=thresholds, pred=pred[:keep].cpu())
 
